@@ -1,0 +1,92 @@
+//! Connection configuration, as the daemon builds it from its TOML file.
+use fs_crypto::proposal::{EspProposal, IkeProposal};
+use fs_wire::{id::Identity, ts::TrafficSelector};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The whole configuration of an endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub connections: Vec<ConnConfig>,
+}
+
+/// When a CHILD_SA is brought up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAction {
+    /// Only by `ferroswan up` or by the peer.
+    None,
+    /// At daemon start.
+    Start,
+    /// On the first packet matching the child's selectors (the packet itself is dropped).
+    Trap,
+}
+
+/// Retransmission of requests: timeout * base^n for n in 0..tries, then give up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetransmitConfig {
+    pub timeout: Duration,
+    pub base: f64,
+    pub tries: u32,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        RetransmitConfig { timeout: Duration::from_secs(4), base: 1.8, tries: 5 }
+    }
+}
+
+/// One IKE connection (a peer and its CHILD_SA definitions).
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    pub name: String,
+    /// Addresses we use; empty = any (responder only).
+    pub local_addrs: Vec<IpAddr>,
+    /// Peer addresses; the first is used to initiate; empty = any (responder only).
+    pub remote_addrs: Vec<IpAddr>,
+    /// UDP port of the peer's IKE (default 500).
+    pub remote_port: u16,
+    pub local_id: Identity,
+    /// `None` accepts any identity that proves the PSK.
+    pub remote_id: Option<Identity>,
+    /// Pre-shared key used for both directions.
+    pub psk: Vec<u8>,
+    /// IKE proposals in order of preference.
+    pub ike_proposals: Vec<IkeProposal>,
+    pub children: Vec<ChildConfig>,
+    pub retransmit: RetransmitConfig,
+    /// Always use UDP encapsulation for ESP (pretend NAT, like strongSwan `encap = yes`).
+    pub force_encap: bool,
+    /// IKE SA rekey interval (None = never). Used by lifecycle work (issue 4).
+    pub rekey_time: Option<Duration>,
+    /// DPD / liveness check after this much inactivity (None = off).
+    pub dpd_delay: Option<Duration>,
+}
+
+/// One CHILD_SA definition.
+#[derive(Clone, Debug)]
+pub struct ChildConfig {
+    pub name: String,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub esp_proposals: Vec<EspProposal>,
+    pub mode: fs_esp_mode::Mode,
+    pub start_action: StartAction,
+    /// Anti-replay window (packets).
+    pub replay_window: u32,
+    /// CHILD_SA rekey interval (None = never). Used by lifecycle work (issue 4).
+    pub rekey_time: Option<Duration>,
+}
+
+/// IPsec mode, mirrored here to keep fs-ike independent of the ESP crate.
+pub mod fs_esp_mode {
+    use serde::{Deserialize, Serialize};
+    /// Tunnel or transport mode.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Mode {
+        Tunnel,
+        Transport,
+    }
+}

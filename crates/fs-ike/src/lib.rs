@@ -1,0 +1,14 @@
+//! Sans-IO IKEv2 (RFC 7296): the state machine takes datagrams and `now`, and returns datagrams
+//! to send, the next timer and events. No sockets, no clock, no threads (quinn-proto style).
+//!
+//! The daemon owns one [`Endpoint`]; it feeds it every IKE datagram (`handle_datagram`), commands
+//! (`initiate`, `terminate`, `acquire`), and timeouts (`handle_timeout` at `poll_timeout()`), then
+//! drains `poll_transmit()` and `poll_event()`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod endpoint;
+
+pub use config::{ChildConfig, Config, ConnConfig, RetransmitConfig, StartAction};
+pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, SaKeys, Transmit};
+pub use endpoint::{ChildSaInfo, IkeSaInfo};
