@@ -115,11 +115,24 @@ mod tests {
     use super::*;
     #[test]
     fn config_forms() {
-        assert_eq!(Identity::from_config("gw-a.example"), Identity::Fqdn("gw-a.example".into()));
+        assert_eq!(
+            Identity::from_config("gw-a.example"),
+            Identity::Fqdn("gw-a.example".into())
+        );
         assert_eq!(Identity::from_config("@gw"), Identity::Fqdn("gw".into()));
-        assert_eq!(Identity::from_config("a@b.c"), Identity::Email("a@b.c".into()));
-        assert_eq!(Identity::from_config("100.1.1.1").id_type(), id_type::IPV4_ADDR);
-        for id in [Identity::from_config("::1"), Identity::from_config("x.y"), Identity::from_config("a@b")] {
+        assert_eq!(
+            Identity::from_config("a@b.c"),
+            Identity::Email("a@b.c".into())
+        );
+        assert_eq!(
+            Identity::from_config("100.1.1.1").id_type(),
+            id_type::IPV4_ADDR
+        );
+        for id in [
+            Identity::from_config("::1"),
+            Identity::from_config("x.y"),
+            Identity::from_config("a@b"),
+        ] {
             assert_eq!(Identity::from_wire(id.id_type(), &id.data()), id);
         }
     }

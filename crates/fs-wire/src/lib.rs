@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod id;
+pub mod ike;
 pub mod ts;

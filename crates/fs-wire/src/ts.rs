@@ -142,7 +142,11 @@ impl TrafficSelector {
         let (s, e) = (ip_to_u128(self.start), ip_to_u128(self.end));
         let bits: u32 = if self.is_v6() { 128 } else { 32 };
         let size = e.wrapping_sub(s).wrapping_add(1);
-        let host_bits = if size == 0 { 128 } else { size.trailing_zeros() };
+        let host_bits = if size == 0 {
+            128
+        } else {
+            size.trailing_zeros()
+        };
         if size != 0 && !size.is_power_of_two() {
             return None;
         }

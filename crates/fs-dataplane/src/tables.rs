@@ -1,0 +1,235 @@
+//! Security Policy Database (ordered, first match) and Security Association Database (by SPI),
+//! shared between the control thread (writer) and the workers (readers).
+use fs_esp::{Counters, InboundSa, OutboundSa};
+use fs_wire::ts::TrafficSelector;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Where and how to send the ESP packets of an outbound SA.
+#[derive(Clone)]
+pub struct OutboundEntry {
+    pub sa: Arc<OutboundSa>,
+    /// Our outer address (port = NAT-T port when `udp_encap`).
+    pub local: SocketAddr,
+    /// The peer's outer address (port used when `udp_encap`).
+    pub remote: SocketAddr,
+    /// ESP in UDP (RFC 3948) instead of raw IP protocol 50.
+    pub udp_encap: bool,
+}
+
+/// What to do with a packet that matches a policy.
+#[derive(Clone)]
+pub enum PolicyAction {
+    /// Encrypt with this SA.
+    Protect(OutboundEntry),
+    /// No SA: drop, and ask the control thread to negotiate one.
+    Trap,
+    /// No SA: drop (counted `no_sa`).
+    Drop,
+}
+
+/// One SPD entry.
+pub struct Policy {
+    pub conn: String,
+    pub child: String,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub action: PolicyAction,
+    /// Milliseconds (data-plane clock) of the last acquire sent, for rate limiting.
+    pub(crate) last_acquire_ms: AtomicU64,
+}
+
+impl Policy {
+    /// A policy for `conn`/`child` with the given selectors and action.
+    pub fn new(
+        conn: &str,
+        child: &str,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        action: PolicyAction,
+    ) -> Self {
+        Policy {
+            conn: conn.to_string(),
+            child: child.to_string(),
+            local_ts,
+            remote_ts,
+            action,
+            last_acquire_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Does an outbound packet (src, dst, protocol, ports) fall under this policy?
+    pub fn matches_outbound(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        sport: Option<u16>,
+        dport: Option<u16>,
+    ) -> bool {
+        self.local_ts.iter().any(|t| t.matches(src, protocol, sport))
+            && self.remote_ts.iter().any(|t| t.matches(dst, protocol, dport))
+    }
+
+    fn spi_out(&self) -> Option<u32> {
+        match &self.action {
+            PolicyAction::Protect(e) => Some(e.sa.spi()),
+            _ => None,
+        }
+    }
+}
+
+/// One SAD entry: an inbound SA and the selectors its inner packets must match.
+#[derive(Clone)]
+pub struct InboundEntry {
+    pub sa: Arc<InboundSa>,
+    pub conn: String,
+    pub child: String,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+impl InboundEntry {
+    /// Decrypted inner packet check: source in the remote selectors, destination in the local.
+    pub fn selectors_match(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        sport: Option<u16>,
+        dport: Option<u16>,
+    ) -> bool {
+        self.remote_ts.iter().any(|t| t.matches(src, protocol, sport))
+            && self.local_ts.iter().any(|t| t.matches(dst, protocol, dport))
+    }
+}
+
+/// The shared SPD and SAD.
+#[derive(Default)]
+pub struct Tables {
+    spd: RwLock<Vec<Policy>>,
+    sad: RwLock<HashMap<u32, InboundEntry>>,
+}
+
+// A poisoned lock only means a thread panicked while holding it; the data is still usable.
+fn r<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn w<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Read access to the SPD (workers).
+    pub fn spd(&self) -> RwLockReadGuard<'_, Vec<Policy>> {
+        r(&self.spd)
+    }
+
+    /// Read access to the SAD (workers).
+    pub fn sad(&self) -> RwLockReadGuard<'_, HashMap<u32, InboundEntry>> {
+        r(&self.sad)
+    }
+
+    /// Append a configured policy without SA (`trap` = acquire on match, else drop).
+    /// SA policies are always placed before these.
+    pub fn add_config_policy(
+        &self,
+        conn: &str,
+        child: &str,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        trap: bool,
+    ) {
+        let action = if trap { PolicyAction::Trap } else { PolicyAction::Drop };
+        w(&self.spd).push(Policy::new(conn, child, local_ts, remote_ts, action));
+    }
+
+    /// Install a CHILD_SA: its outbound policy goes first (newest SA wins, so a rekeyed SA
+    /// takes over at once) and its inbound SA is keyed by SPI.
+    pub fn install_child(&self, policy_out: Policy, inbound: InboundEntry) {
+        w(&self.sad).insert(inbound.sa.spi(), inbound);
+        w(&self.spd).insert(0, policy_out);
+    }
+
+    /// Remove a CHILD_SA by its SPIs. Returns true if anything was removed.
+    pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> bool {
+        let a = w(&self.sad).remove(&spi_in).is_some();
+        let mut spd = w(&self.spd);
+        let before = spd.len();
+        spd.retain(|p| p.spi_out() != Some(spi_out));
+        a || spd.len() != before
+    }
+
+    /// Remove every SA policy and SA (keeps configured policies).
+    pub fn clear_sas(&self) {
+        w(&self.sad).clear();
+        w(&self.spd).retain(|p| p.spi_out().is_none());
+    }
+
+    /// Counters of the inbound SA `spi_in` and outbound SA `spi_out`, if installed.
+    pub fn sa_counters(&self, spi_in: u32, spi_out: u32) -> (Option<Counters>, Option<Counters>) {
+        let inb = r(&self.sad).get(&spi_in).map(|e| e.sa.counters());
+        let out = r(&self.spd).iter().find_map(|p| match &p.action {
+            PolicyAction::Protect(e) if e.sa.spi() == spi_out => Some(e.sa.counters()),
+            _ => None,
+        });
+        (inb, out)
+    }
+}
+
+/// Global data-plane counters (drops by reason and traffic totals).
+#[derive(Default, Debug)]
+pub struct GlobalCounters {
+    pub no_sa: AtomicU64,
+    pub no_policy: AtomicU64,
+    pub unknown_spi: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub replay: AtomicU64,
+    pub malformed: AtomicU64,
+    pub selector_mismatch: AtomicU64,
+    pub unsupported: AtomicU64,
+    pub too_big: AtomicU64,
+    pub encap_error: AtomicU64,
+    pub send_error: AtomicU64,
+    pub tun_write_error: AtomicU64,
+    pub nat_keepalives: AtomicU64,
+    pub acquires: AtomicU64,
+}
+
+impl GlobalCounters {
+    /// Increment one counter.
+    #[inline]
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot by name (stable order), for `status --json`.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("no_sa", g(&self.no_sa)),
+            ("no_policy", g(&self.no_policy)),
+            ("unknown_spi", g(&self.unknown_spi)),
+            ("auth_failed", g(&self.auth_failed)),
+            ("replay", g(&self.replay)),
+            ("malformed", g(&self.malformed)),
+            ("selector_mismatch", g(&self.selector_mismatch)),
+            ("unsupported", g(&self.unsupported)),
+            ("too_big", g(&self.too_big)),
+            ("encap_error", g(&self.encap_error)),
+            ("send_error", g(&self.send_error)),
+            ("tun_write_error", g(&self.tun_write_error)),
+            ("nat_keepalives", g(&self.nat_keepalives)),
+            ("acquires", g(&self.acquires)),
+        ]
+        .into_iter()
+        .collect()
+    }
+}

@@ -1,0 +1,259 @@
+//! Conversion between configured proposals and wire SA payload proposals, proposal selection
+//! (RFC 7296 2.7, 3.3) and traffic selector narrowing (2.9).
+use fs_crypto::alg::transform_type as tt;
+use fs_crypto::proposal::{EspProposal, IkeProposal};
+use fs_crypto::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
+use fs_wire::ike::{protocol_id, Proposal, Transform as WTransform};
+use fs_wire::ts::TrafficSelector;
+
+/// A fully negotiated IKE SA algorithm suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IkeSuite {
+    pub encr: EncrAlg,
+    pub integ: Option<IntegAlg>,
+    pub prf: PrfAlg,
+    pub dh: DhGroup,
+}
+
+/// A fully negotiated ESP suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EspSuite {
+    pub encr: EncrAlg,
+    pub integ: Option<IntegAlg>,
+    pub esn: bool,
+}
+
+fn encr_t(e: EncrAlg) -> WTransform {
+    WTransform { ttype: tt::ENCR, id: e.transform_id(), key_len: e.key_bits() }
+}
+fn t(ttype: u8, id: u16) -> WTransform {
+    WTransform { ttype, id, key_len: None }
+}
+
+/// PRFs of a configured proposal (strongSwan derives them from INTEG when none is given).
+fn prfs_of(p: &IkeProposal) -> Vec<PrfAlg> {
+    if p.prf.is_empty() {
+        p.integ.iter().map(|i| i.matching_prf()).collect()
+    } else {
+        p.prf.clone()
+    }
+}
+
+fn esns_of(p: &EspProposal) -> Vec<bool> {
+    if p.esn.is_empty() {
+        vec![false]
+    } else {
+        p.esn.clone()
+    }
+}
+
+/// Our IKE proposal as a wire proposal (AEAD: no INTEG transform, RFC 5282 8).
+pub(crate) fn ike_to_wire(num: u8, p: &IkeProposal) -> Proposal {
+    let mut tr: Vec<WTransform> = p.encr.iter().map(|e| encr_t(*e)).collect();
+    tr.extend(prfs_of(p).iter().map(|x| t(tt::PRF, x.transform_id())));
+    if !p.encr.iter().all(|e| e.is_aead()) {
+        tr.extend(p.integ.iter().map(|x| t(tt::INTEG, x.transform_id())));
+    }
+    tr.extend(p.dh.iter().map(|x| t(tt::DH, x.transform_id())));
+    Proposal { num, protocol: protocol_id::IKE, spi: Vec::new(), transforms: tr }
+}
+
+/// Our ESP proposal as a wire proposal with our inbound SPI. DH transforms are only included
+/// when `with_dh` (never in IKE_AUTH, RFC 7296 1.2).
+pub(crate) fn esp_to_wire(num: u8, p: &EspProposal, spi: u32, with_dh: bool) -> Proposal {
+    let mut tr: Vec<WTransform> = p.encr.iter().map(|e| encr_t(*e)).collect();
+    if !p.encr.iter().all(|e| e.is_aead()) {
+        tr.extend(p.integ.iter().map(|x| t(tt::INTEG, x.transform_id())));
+    }
+    if with_dh {
+        tr.extend(p.dh.iter().map(|x| t(tt::DH, x.transform_id())));
+    }
+    tr.extend(esns_of(p).iter().map(|e| t(tt::ESN, u16::from(*e))));
+    Proposal { num, protocol: protocol_id::ESP, spi: spi.to_be_bytes().to_vec(), transforms: tr }
+}
+
+/// The selected IKE suite as the single-transform proposal of a response.
+pub(crate) fn ike_suite_to_wire(num: u8, s: &IkeSuite) -> Proposal {
+    let mut tr = vec![encr_t(s.encr), t(tt::PRF, s.prf.transform_id())];
+    if let Some(i) = s.integ {
+        tr.push(t(tt::INTEG, i.transform_id()));
+    }
+    tr.push(t(tt::DH, s.dh.transform_id()));
+    Proposal { num, protocol: protocol_id::IKE, spi: Vec::new(), transforms: tr }
+}
+
+/// The selected ESP suite as the proposal of a response, with our inbound SPI.
+pub(crate) fn esp_suite_to_wire(num: u8, s: &EspSuite, spi: u32) -> Proposal {
+    let mut tr = vec![encr_t(s.encr)];
+    if let Some(i) = s.integ {
+        tr.push(t(tt::INTEG, i.transform_id()));
+    }
+    tr.push(t(tt::ESN, u16::from(s.esn)));
+    Proposal { num, protocol: protocol_id::ESP, spi: spi.to_be_bytes().to_vec(), transforms: tr }
+}
+
+/// The transforms of one peer proposal, decoded (unknown IDs are skipped).
+#[derive(Default)]
+struct Offer {
+    encr: Vec<EncrAlg>,
+    prf: Vec<PrfAlg>,
+    integ: Vec<IntegAlg>,
+    /// INTEG transforms other than NONE (known or not).
+    integ_count: usize,
+    dh: Vec<DhGroup>,
+    /// DH transforms other than NONE.
+    dh_count: usize,
+    esn: Vec<bool>,
+    /// Counts per type, to check that a response carries exactly one of each.
+    counts: [usize; 6],
+}
+
+fn decode(p: &Proposal) -> Offer {
+    let mut o = Offer::default();
+    for x in &p.transforms {
+        if let Some(c) = o.counts.get_mut(usize::from(x.ttype)) {
+            *c += 1;
+        }
+        match x.ttype {
+            tt::ENCR => o.encr.extend(EncrAlg::from_wire(x.id, x.key_len)),
+            tt::PRF => o.prf.extend(PrfAlg::from_wire(x.id)),
+            tt::INTEG if x.id != 0 => {
+                o.integ_count += 1;
+                o.integ.extend(IntegAlg::from_wire(x.id));
+            }
+            tt::DH if x.id != 0 => {
+                o.dh_count += 1;
+                o.dh.extend(DhGroup::from_wire(x.id));
+            }
+            tt::ESN => match x.id {
+                0 => o.esn.push(false),
+                1 => o.esn.push(true),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    o
+}
+
+fn first_common<T: PartialEq + Copy>(ours: &[T], theirs: &[T]) -> Option<T> {
+    ours.iter().copied().find(|a| theirs.contains(a))
+}
+
+fn match_ike(ours: &IkeProposal, p: &Proposal) -> Option<IkeSuite> {
+    if p.protocol != protocol_id::IKE {
+        return None;
+    }
+    let o = decode(p);
+    let encr = first_common(&ours.encr, &o.encr)?;
+    let integ = if encr.is_aead() {
+        if o.integ_count != 0 {
+            return None;
+        }
+        None
+    } else {
+        Some(first_common(&ours.integ, &o.integ)?)
+    };
+    let prf = first_common(&prfs_of(ours), &o.prf)?;
+    let dh = first_common(&ours.dh, &o.dh)?;
+    Some(IkeSuite { encr, integ, prf, dh })
+}
+
+fn match_esp(ours: &EspProposal, p: &Proposal, check_dh: bool) -> Option<EspSuite> {
+    if p.protocol != protocol_id::ESP || p.spi.len() != 4 {
+        return None;
+    }
+    let o = decode(p);
+    let encr = first_common(&ours.encr, &o.encr)?;
+    let integ = if encr.is_aead() {
+        if o.integ_count != 0 {
+            return None;
+        }
+        None
+    } else {
+        Some(first_common(&ours.integ, &o.integ)?)
+    };
+    // PFS is not negotiated yet: a CREATE_CHILD_SA proposal that insists on a group is refused.
+    if check_dh && o.dh_count != 0 {
+        return None;
+    }
+    let theirs_esn = if o.esn.is_empty() { vec![false] } else { o.esn };
+    let esn = first_common(&esns_of(ours), &theirs_esn)?;
+    Some(EspSuite { encr, integ, esn })
+}
+
+/// Responder selection: the first of OUR proposals (configuration order) that some peer
+/// proposal satisfies; within a proposal, our algorithm order wins. Like strongSwan's default
+/// (`prefer_configured_proposals = yes`). Returns the peer's proposal number and the suite.
+pub(crate) fn select_ike(ours: &[IkeProposal], theirs: &[Proposal]) -> Option<(u8, IkeSuite)> {
+    ours.iter()
+        .find_map(|o| theirs.iter().find_map(|p| match_ike(o, p).map(|s| (p.num, s))))
+}
+
+/// ESP counterpart of [`select_ike`]; also returns the peer's SPI.
+pub(crate) fn select_esp(
+    ours: &[EspProposal],
+    theirs: &[Proposal],
+    check_dh: bool,
+) -> Option<(u8, EspSuite, u32)> {
+    ours.iter().find_map(|o| {
+        theirs.iter().find_map(|p| {
+            let s = match_esp(o, p, check_dh)?;
+            let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
+            Some((p.num, s, spi))
+        })
+    })
+}
+
+/// Initiator check of the responder's choice: exactly one proposal with one transform of each
+/// type, acceptable under our proposals (RFC 7296 2.7).
+pub(crate) fn check_ike_response(ours: &[IkeProposal], resp: &[Proposal]) -> Option<IkeSuite> {
+    let [p] = resp else { return None };
+    let o = decode(p);
+    if o.counts.iter().any(|c| *c > 1) {
+        return None;
+    }
+    ours.iter().find_map(|x| match_ike(x, p))
+}
+
+/// ESP counterpart of [`check_ike_response`].
+pub(crate) fn check_esp_response(ours: &[EspProposal], resp: &[Proposal]) -> Option<(EspSuite, u32)> {
+    let [p] = resp else { return None };
+    let o = decode(p);
+    if o.counts.iter().any(|c| *c > 1) {
+        return None;
+    }
+    let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
+    ours.iter().find_map(|x| match_esp(x, p, false)).map(|s| (s, spi))
+}
+
+/// All groups named in our IKE proposals.
+pub(crate) fn our_groups(ours: &[IkeProposal]) -> Vec<DhGroup> {
+    let mut v: Vec<DhGroup> = Vec::new();
+    for g in ours.iter().flat_map(|p| p.dh.iter()) {
+        if !v.contains(g) {
+            v.push(*g);
+        }
+    }
+    v
+}
+
+/// Narrowing (RFC 7296 2.9): the intersections of the peer's selectors with ours.
+pub(crate) fn narrow(ours: &[TrafficSelector], theirs: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out: Vec<TrafficSelector> = Vec::new();
+    for t in theirs {
+        for o in ours {
+            if let Some(x) = o.intersect(t) {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True if every selector of `resp` lies within one of `ours` (initiator check of narrowing).
+pub(crate) fn within(ours: &[TrafficSelector], resp: &[TrafficSelector]) -> bool {
+    !resp.is_empty() && resp.iter().all(|r| ours.iter().any(|o| o.contains(r)))
+}

@@ -1,0 +1,73 @@
+//! The SK payload (RFC 7296 3.14, RFC 5282) and NAT detection hashes (2.23).
+use fs_crypto::{Rng, Transform};
+use fs_wire::ike::{emit_payloads, parse_payloads, payload_type, sk_message_prefix, Header, Message, Payload};
+use std::net::{IpAddr, SocketAddr};
+
+/// Why an SK payload could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// Not an SK message, bad lengths, bad padding, or undecodable inner payloads.
+    Malformed,
+    /// ICV mismatch.
+    Integrity,
+}
+
+/// Build a whole protected message:
+/// `[IKE header | SK header | IV | inner payloads | padding | pad length | ICV]`.
+pub(crate) fn seal(cipher: &Transform, rng: &mut dyn Rng, header: &Header, payloads: &[Payload]) -> Option<Vec<u8>> {
+    let (first, inner) = if payloads.is_empty() { (payload_type::NONE, Vec::new()) } else { emit_payloads(payloads) };
+    let block = cipher.block_len().max(1);
+    let pad = (block - (inner.len() + 1) % block) % block;
+    let (iv_len, icv_len) = (cipher.iv_len(), cipher.icv_len());
+    let body_len = iv_len + inner.len() + pad + 1 + icv_len;
+    let mut buf = sk_message_prefix(header, first, body_len);
+    let aad_len = buf.len();
+    let mut iv = vec![0u8; iv_len];
+    rng.fill(&mut iv);
+    buf.extend_from_slice(&iv);
+    buf.extend_from_slice(&inner);
+    buf.resize(buf.len() + pad, 0);
+    // The pad length fits: pad < block <= 16.
+    buf.push(pad as u8);
+    buf.resize(buf.len() + icv_len, 0);
+    cipher.seal(&mut buf, aad_len, None).ok()?;
+    Some(buf)
+}
+
+/// Verify and decrypt the SK payload of `msg` (parsed from `data`) and decode its payloads.
+pub(crate) fn open(cipher: &Transform, data: &[u8], msg: &Message) -> Result<Vec<Payload>, OpenError> {
+    let Some(Payload::Sk { first_inner, body }) = msg.payloads.last() else {
+        return Err(OpenError::Malformed);
+    };
+    let total = msg.header.length as usize;
+    let mut buf = data.get(..total).ok_or(OpenError::Malformed)?.to_vec();
+    let aad_len = total.checked_sub(body.len()).ok_or(OpenError::Malformed)?;
+    if body.len() < cipher.iv_len() + cipher.icv_len() + 1 {
+        return Err(OpenError::Malformed);
+    }
+    if (body.len() - cipher.iv_len() - cipher.icv_len()) % cipher.block_len().max(1) != 0 {
+        return Err(OpenError::Malformed);
+    }
+    let range = cipher.open(&mut buf, aad_len, None).map_err(|e| match e {
+        fs_crypto::CryptoError::IntegrityCheckFailed => OpenError::Integrity,
+        _ => OpenError::Malformed,
+    })?;
+    let plain = buf.get(range).ok_or(OpenError::Malformed)?;
+    let (&pad_len, rest) = plain.split_last().ok_or(OpenError::Malformed)?;
+    let inner_len = rest.len().checked_sub(usize::from(pad_len)).ok_or(OpenError::Malformed)?;
+    let inner = rest.get(..inner_len).ok_or(OpenError::Malformed)?;
+    parse_payloads(*first_inner, inner).map_err(|_| OpenError::Malformed)
+}
+
+/// NAT detection hash: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 2.23).
+pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(&spi_i.to_be_bytes());
+    ctx.update(&spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => ctx.update(&a.octets()),
+        IpAddr::V6(a) => ctx.update(&a.octets()),
+    }
+    ctx.update(&addr.port().to_be_bytes());
+    ctx.finish().as_ref().to_vec()
+}

@@ -1,0 +1,1150 @@
+//! IKEv2 message header and payloads (RFC 7296 section 3, RFC 7383 fragments).
+//!
+//! [`Message::parse`] / [`Message::emit`] convert whole datagrams; [`parse_payloads`] /
+//! [`emit_payloads`] handle payload chains (the decrypted contents of an SK payload).
+//! Parsing never panics: malformed input yields a [`WireError`].
+use crate::id::Identity;
+use crate::ts::{TrafficSelector, TS_IPV4_ADDR_RANGE, TS_IPV6_ADDR_RANGE};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Exchange types.
+pub mod exchange {
+    pub const IKE_SA_INIT: u8 = 34;
+    pub const IKE_AUTH: u8 = 35;
+    pub const CREATE_CHILD_SA: u8 = 36;
+    pub const INFORMATIONAL: u8 = 37;
+}
+
+/// Header flag bits.
+pub mod flags {
+    pub const INITIATOR: u8 = 0x08;
+    pub const VERSION: u8 = 0x10;
+    pub const RESPONSE: u8 = 0x20;
+}
+
+/// Payload type code points.
+pub mod payload_type {
+    pub const NONE: u8 = 0;
+    pub const SA: u8 = 33;
+    pub const KE: u8 = 34;
+    pub const IDI: u8 = 35;
+    pub const IDR: u8 = 36;
+    pub const CERT: u8 = 37;
+    pub const CERTREQ: u8 = 38;
+    pub const AUTH: u8 = 39;
+    pub const NONCE: u8 = 40;
+    pub const NOTIFY: u8 = 41;
+    pub const DELETE: u8 = 42;
+    pub const VENDOR: u8 = 43;
+    pub const TSI: u8 = 44;
+    pub const TSR: u8 = 45;
+    pub const SK: u8 = 46;
+    pub const CP: u8 = 47;
+    pub const EAP: u8 = 48;
+    pub const SKF: u8 = 53;
+}
+
+/// Notify message types (errors < 16384, status >= 16384).
+pub mod notify_type {
+    pub const UNSUPPORTED_CRITICAL_PAYLOAD: u16 = 1;
+    pub const INVALID_IKE_SPI: u16 = 4;
+    pub const INVALID_MAJOR_VERSION: u16 = 5;
+    pub const INVALID_SYNTAX: u16 = 7;
+    pub const INVALID_MESSAGE_ID: u16 = 9;
+    pub const INVALID_SPI: u16 = 11;
+    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
+    pub const INVALID_KE_PAYLOAD: u16 = 17;
+    pub const AUTHENTICATION_FAILED: u16 = 24;
+    pub const SINGLE_PAIR_REQUIRED: u16 = 34;
+    pub const NO_ADDITIONAL_SAS: u16 = 35;
+    pub const INTERNAL_ADDRESS_FAILURE: u16 = 36;
+    pub const FAILED_CP_REQUIRED: u16 = 37;
+    pub const TS_UNACCEPTABLE: u16 = 38;
+    pub const INVALID_SELECTORS: u16 = 39;
+    pub const TEMPORARY_FAILURE: u16 = 43;
+    pub const CHILD_SA_NOT_FOUND: u16 = 44;
+    pub const INITIAL_CONTACT: u16 = 16384;
+    pub const SET_WINDOW_SIZE: u16 = 16385;
+    pub const ADDITIONAL_TS_POSSIBLE: u16 = 16386;
+    pub const IPCOMP_SUPPORTED: u16 = 16387;
+    pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
+    pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
+    pub const COOKIE: u16 = 16390;
+    pub const USE_TRANSPORT_MODE: u16 = 16391;
+    pub const HTTP_CERT_LOOKUP_SUPPORTED: u16 = 16392;
+    pub const REKEY_SA: u16 = 16393;
+    pub const ESP_TFC_PADDING_NOT_SUPPORTED: u16 = 16394;
+    pub const NON_FIRST_FRAGMENTS_ALSO: u16 = 16395;
+    pub const MOBIKE_SUPPORTED: u16 = 16396;
+    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+
+    /// The IANA name of a notify type, or `NOTIFY(<n>)` for one not listed here.
+    pub fn notify_name(t: u16) -> String {
+        let s = match t {
+            UNSUPPORTED_CRITICAL_PAYLOAD => "UNSUPPORTED_CRITICAL_PAYLOAD",
+            INVALID_IKE_SPI => "INVALID_IKE_SPI",
+            INVALID_MAJOR_VERSION => "INVALID_MAJOR_VERSION",
+            INVALID_SYNTAX => "INVALID_SYNTAX",
+            INVALID_MESSAGE_ID => "INVALID_MESSAGE_ID",
+            INVALID_SPI => "INVALID_SPI",
+            NO_PROPOSAL_CHOSEN => "NO_PROPOSAL_CHOSEN",
+            INVALID_KE_PAYLOAD => "INVALID_KE_PAYLOAD",
+            AUTHENTICATION_FAILED => "AUTHENTICATION_FAILED",
+            SINGLE_PAIR_REQUIRED => "SINGLE_PAIR_REQUIRED",
+            NO_ADDITIONAL_SAS => "NO_ADDITIONAL_SAS",
+            INTERNAL_ADDRESS_FAILURE => "INTERNAL_ADDRESS_FAILURE",
+            FAILED_CP_REQUIRED => "FAILED_CP_REQUIRED",
+            TS_UNACCEPTABLE => "TS_UNACCEPTABLE",
+            INVALID_SELECTORS => "INVALID_SELECTORS",
+            TEMPORARY_FAILURE => "TEMPORARY_FAILURE",
+            CHILD_SA_NOT_FOUND => "CHILD_SA_NOT_FOUND",
+            INITIAL_CONTACT => "INITIAL_CONTACT",
+            SET_WINDOW_SIZE => "SET_WINDOW_SIZE",
+            ADDITIONAL_TS_POSSIBLE => "ADDITIONAL_TS_POSSIBLE",
+            IPCOMP_SUPPORTED => "IPCOMP_SUPPORTED",
+            NAT_DETECTION_SOURCE_IP => "NAT_DETECTION_SOURCE_IP",
+            NAT_DETECTION_DESTINATION_IP => "NAT_DETECTION_DESTINATION_IP",
+            COOKIE => "COOKIE",
+            USE_TRANSPORT_MODE => "USE_TRANSPORT_MODE",
+            HTTP_CERT_LOOKUP_SUPPORTED => "HTTP_CERT_LOOKUP_SUPPORTED",
+            REKEY_SA => "REKEY_SA",
+            ESP_TFC_PADDING_NOT_SUPPORTED => "ESP_TFC_PADDING_NOT_SUPPORTED",
+            NON_FIRST_FRAGMENTS_ALSO => "NON_FIRST_FRAGMENTS_ALSO",
+            MOBIKE_SUPPORTED => "MOBIKE_SUPPORTED",
+            IKEV2_FRAGMENTATION_SUPPORTED => "IKEV2_FRAGMENTATION_SUPPORTED",
+            SIGNATURE_HASH_ALGORITHMS => "SIGNATURE_HASH_ALGORITHMS",
+            _ => return format!("NOTIFY({t})"),
+        };
+        s.to_string()
+    }
+
+    /// True for error types (below 16384).
+    pub fn is_error(t: u16) -> bool {
+        t < 16384
+    }
+}
+
+pub use notify_type::notify_name;
+
+/// Security protocol identifiers (proposals, notify, delete).
+pub mod protocol_id {
+    pub const IKE: u8 = 1;
+    pub const AH: u8 = 2;
+    pub const ESP: u8 = 3;
+}
+
+/// Authentication methods (AUTH payload).
+pub mod auth_method {
+    pub const RSA: u8 = 1;
+    pub const PSK: u8 = 2;
+    pub const DSS: u8 = 3;
+    pub const ECDSA_256: u8 = 9;
+    pub const DIGITAL_SIGNATURE: u8 = 14;
+}
+
+/// Transform types (SA payload).
+pub mod transform_type {
+    pub const ENCR: u8 = 1;
+    pub const PRF: u8 = 2;
+    pub const INTEG: u8 = 3;
+    pub const DH: u8 = 4;
+    pub const ESN: u8 = 5;
+}
+
+/// Transform attribute types.
+pub mod transform_attr {
+    /// Key Length in bits (TV format).
+    pub const KEY_LENGTH: u16 = 14;
+}
+
+/// Configuration payload types and attribute types (RFC 7296 3.15).
+pub mod cfg {
+    pub const CFG_REQUEST: u8 = 1;
+    pub const CFG_REPLY: u8 = 2;
+    pub const CFG_SET: u8 = 3;
+    pub const CFG_ACK: u8 = 4;
+    pub const INTERNAL_IP4_ADDRESS: u16 = 1;
+    pub const INTERNAL_IP4_NETMASK: u16 = 2;
+    pub const INTERNAL_IP4_DNS: u16 = 3;
+    pub const INTERNAL_IP4_NBNS: u16 = 4;
+    pub const INTERNAL_IP4_DHCP: u16 = 6;
+    pub const APPLICATION_VERSION: u16 = 7;
+    pub const INTERNAL_IP6_ADDRESS: u16 = 8;
+    pub const INTERNAL_IP6_DNS: u16 = 10;
+    pub const INTERNAL_IP6_DHCP: u16 = 12;
+    pub const INTERNAL_IP4_SUBNET: u16 = 13;
+    pub const SUPPORTED_ATTRIBUTES: u16 = 14;
+    pub const INTERNAL_IP6_SUBNET: u16 = 15;
+}
+
+/// Length of the fixed IKE header.
+pub const HEADER_LEN: usize = 28;
+/// Length of the generic payload header.
+pub const PAYLOAD_HEADER_LEN: usize = 4;
+/// The IKEv2 version byte (major 2, minor 0).
+pub const IKE_VERSION: u8 = 0x20;
+/// Critical bit in the generic payload header.
+pub const CRITICAL: u8 = 0x80;
+
+/// Error decoding IKE wire data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The buffer ends before a fixed-size field.
+    #[error("truncated")]
+    Truncated,
+    /// The IKE header Length field disagrees with the datagram (too long, or below 28).
+    #[error("bad message length: header says {declared}, datagram has {actual}")]
+    BadLength { declared: usize, actual: usize },
+    /// A generic payload header Length is below 4 or runs past its container.
+    #[error("bad length {length} for payload type {ptype} ({available} bytes available)")]
+    BadPayloadLength {
+        ptype: u8,
+        length: usize,
+        available: usize,
+    },
+    /// Major version is not 2; carries the version byte.
+    #[error("unsupported IKE version 0x{0:02x}")]
+    UnsupportedVersion(u8),
+    /// Bytes after the declared end of the message or payload chain.
+    #[error("trailing bytes")]
+    TrailingBytes,
+    /// An SK or SKF payload is followed by more payloads.
+    #[error("encrypted payload is not the last payload")]
+    SkNotLast,
+    /// A payload body is malformed.
+    #[error("invalid payload type {ptype}: {reason}")]
+    InvalidPayload { ptype: u8, reason: &'static str },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte helpers (checked; never panic).
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([*s.first()?, *s.get(1)?]))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    let mut a = [0u8; 4];
+    a.copy_from_slice(s);
+    Some(u32::from_be_bytes(a))
+}
+
+fn be64(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Some(u64::from_be_bytes(a))
+}
+
+fn u8at(b: &[u8], at: usize) -> Option<u8> {
+    b.get(at).copied()
+}
+
+/// Write a big-endian u16 length; callers keep lengths in range (debug-checked).
+fn len16(n: usize) -> [u8; 2] {
+    debug_assert!(n <= u16::MAX as usize, "length {n} does not fit 16 bits");
+    (n as u16).to_be_bytes()
+}
+
+/// An 8-bit size/count field; callers keep values in range (debug-checked).
+fn len8(n: usize) -> u8 {
+    debug_assert!(n <= u8::MAX as usize, "count {n} does not fit 8 bits");
+    n as u8
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header
+
+/// Zero-copy view of the fixed 28-byte IKE header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> HeaderView<T> {
+    /// Wrap a buffer without checking its length (accessors then return 0 for missing bytes).
+    pub fn new_unchecked(buffer: T) -> Self {
+        HeaderView { buffer }
+    }
+
+    /// Wrap a buffer of at least [`HEADER_LEN`] bytes.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(HeaderView { buffer })
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// Initiator SPI.
+    pub fn spi_i(&self) -> u64 {
+        be64(self.b(), 0).unwrap_or(0)
+    }
+    /// Responder SPI.
+    pub fn spi_r(&self) -> u64 {
+        be64(self.b(), 8).unwrap_or(0)
+    }
+    /// Type of the first payload.
+    pub fn next_payload(&self) -> u8 {
+        u8at(self.b(), 16).unwrap_or(0)
+    }
+    /// Version byte (major in the high nibble).
+    pub fn version(&self) -> u8 {
+        u8at(self.b(), 17).unwrap_or(0)
+    }
+    /// Exchange type.
+    pub fn exchange(&self) -> u8 {
+        u8at(self.b(), 18).unwrap_or(0)
+    }
+    /// Flags.
+    pub fn flags(&self) -> u8 {
+        u8at(self.b(), 19).unwrap_or(0)
+    }
+    /// Message ID.
+    pub fn message_id(&self) -> u32 {
+        be32(self.b(), 20).unwrap_or(0)
+    }
+    /// Total message length as declared in the header.
+    pub fn length(&self) -> u32 {
+        be32(self.b(), 24).unwrap_or(0)
+    }
+}
+
+/// Owned IKE header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub next_payload: u8,
+    /// Version byte, normally [`IKE_VERSION`] (0x20).
+    pub version: u8,
+    pub exchange: u8,
+    pub flags: u8,
+    pub message_id: u32,
+    pub length: u32,
+}
+
+impl Header {
+    /// Read the 28 header bytes at the start of `buf`. Only the buffer size is checked (not
+    /// version or length), so a caller can answer e.g. INVALID_MAJOR_VERSION.
+    pub fn parse(buf: &[u8]) -> Result<Header, WireError> {
+        let v = HeaderView::new_checked(buf)?;
+        Ok(Header {
+            spi_i: v.spi_i(),
+            spi_r: v.spi_r(),
+            next_payload: v.next_payload(),
+            version: v.version(),
+            exchange: v.exchange(),
+            flags: v.flags(),
+            message_id: v.message_id(),
+            length: v.length(),
+        })
+    }
+
+    /// Write the header as is into the first 28 bytes of `out`; does nothing if `out` is
+    /// shorter (debug builds assert).
+    pub fn emit(&self, out: &mut [u8]) {
+        debug_assert!(out.len() >= HEADER_LEN);
+        if let Some(o) = out.get_mut(..HEADER_LEN) {
+            o.copy_from_slice(&self.to_bytes());
+        }
+    }
+
+    /// The header as 28 bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut o = [0u8; HEADER_LEN];
+        let fields = self
+            .spi_i
+            .to_be_bytes()
+            .into_iter()
+            .chain(self.spi_r.to_be_bytes())
+            .chain([self.next_payload, self.version, self.exchange, self.flags]);
+        let fields = fields
+            .chain(self.message_id.to_be_bytes())
+            .chain(self.length.to_be_bytes());
+        for (d, s) in o.iter_mut().zip(fields) {
+            *d = s;
+        }
+        o
+    }
+
+    /// The Response flag is set.
+    pub fn is_response(&self) -> bool {
+        self.flags & flags::RESPONSE != 0
+    }
+
+    /// The Initiator flag is set (sent by the original initiator of the IKE SA).
+    pub fn is_initiator(&self) -> bool {
+        self.flags & flags::INITIATOR != 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload representations
+
+/// One transform of a proposal. Only the Key Length attribute is represented; other
+/// attributes are skipped on parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transform {
+    /// Transform type (see [`transform_type`]); unknown types are kept.
+    pub ttype: u8,
+    pub id: u16,
+    /// Key Length attribute (type 14, TV format), in bits.
+    pub key_len: Option<u16>,
+}
+
+/// One proposal of an SA payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub num: u8,
+    /// Protocol ID (see [`protocol_id`]).
+    pub protocol: u8,
+    /// SPI (empty for an initial IKE proposal, 8 bytes for IKE rekey, 4 for ESP/AH).
+    pub spi: Vec<u8>,
+    pub transforms: Vec<Transform>,
+}
+
+/// Notify payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notify {
+    /// Protocol ID (0 when not about a specific SA).
+    pub protocol: u8,
+    pub spi: Vec<u8>,
+    pub ntype: u16,
+    pub data: Vec<u8>,
+}
+
+impl Notify {
+    /// A notify without protocol/SPI.
+    pub fn new(ntype: u16, data: Vec<u8>) -> Self {
+        Notify {
+            protocol: 0,
+            spi: Vec::new(),
+            ntype,
+            data,
+        }
+    }
+}
+
+/// Delete payload. On emit, the SPI Size field is `spi_size` and every SPI is written as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    pub protocol: u8,
+    pub spi_size: u8,
+    pub spis: Vec<Vec<u8>>,
+}
+
+/// Identification payload (IDi / IDr).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdPayload {
+    pub id_type: u8,
+    pub data: Vec<u8>,
+}
+
+impl IdPayload {
+    /// The payload body `[type, 0, 0, 0] | data`: the input to the AUTH octets' MACedID.
+    pub fn body(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4 + self.data.len());
+        v.extend_from_slice(&[self.id_type, 0, 0, 0]);
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    /// The identity carried.
+    pub fn identity(&self) -> Identity {
+        Identity::from_wire(self.id_type, &self.data)
+    }
+}
+
+impl From<&Identity> for IdPayload {
+    fn from(id: &Identity) -> Self {
+        IdPayload {
+            id_type: id.id_type(),
+            data: id.data(),
+        }
+    }
+}
+
+/// Configuration attribute (CP payload). `atype` is the 15-bit attribute type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpAttribute {
+    pub atype: u16,
+    pub value: Vec<u8>,
+}
+
+/// A decoded IKE payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Sa(Vec<Proposal>),
+    Ke {
+        group: u16,
+        data: Vec<u8>,
+    },
+    IdI(IdPayload),
+    IdR(IdPayload),
+    Cert {
+        encoding: u8,
+        data: Vec<u8>,
+    },
+    CertReq {
+        encoding: u8,
+        data: Vec<u8>,
+    },
+    Auth {
+        method: u8,
+        data: Vec<u8>,
+    },
+    Nonce(Vec<u8>),
+    Notify(Notify),
+    Delete(Delete),
+    Vendor(Vec<u8>),
+    TsI(Vec<TrafficSelector>),
+    TsR(Vec<TrafficSelector>),
+    Cp {
+        cfg_type: u8,
+        attrs: Vec<CpAttribute>,
+    },
+    Eap(Vec<u8>),
+    /// Encrypted payload: `first_inner` is the Next Payload field of the SK header (type of
+    /// the first inner payload); `body` = IV | ciphertext | ICV.
+    Sk {
+        first_inner: u8,
+        body: Vec<u8>,
+    },
+    /// Encrypted fragment (RFC 7383).
+    Skf {
+        first_inner: u8,
+        fragment_number: u16,
+        total_fragments: u16,
+        body: Vec<u8>,
+    },
+    /// A payload type this codec does not know, with its critical bit.
+    Unknown {
+        ptype: u8,
+        critical: bool,
+        body: Vec<u8>,
+    },
+}
+
+impl Payload {
+    /// The payload type code point.
+    pub fn ptype(&self) -> u8 {
+        use payload_type as t;
+        match self {
+            Payload::Sa(_) => t::SA,
+            Payload::Ke { .. } => t::KE,
+            Payload::IdI(_) => t::IDI,
+            Payload::IdR(_) => t::IDR,
+            Payload::Cert { .. } => t::CERT,
+            Payload::CertReq { .. } => t::CERTREQ,
+            Payload::Auth { .. } => t::AUTH,
+            Payload::Nonce(_) => t::NONCE,
+            Payload::Notify(_) => t::NOTIFY,
+            Payload::Delete(_) => t::DELETE,
+            Payload::Vendor(_) => t::VENDOR,
+            Payload::TsI(_) => t::TSI,
+            Payload::TsR(_) => t::TSR,
+            Payload::Cp { .. } => t::CP,
+            Payload::Eap(_) => t::EAP,
+            Payload::Sk { .. } => t::SK,
+            Payload::Skf { .. } => t::SKF,
+            Payload::Unknown { ptype, .. } => *ptype,
+        }
+    }
+
+    /// Shorthand for a Notify payload without protocol/SPI.
+    pub fn notify(ntype: u16, data: Vec<u8>) -> Payload {
+        Payload::Notify(Notify::new(ntype, data))
+    }
+
+    /// True for SK and SKF (which end a payload chain).
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, Payload::Sk { .. } | Payload::Skf { .. })
+    }
+
+    /// Bytes this payload occupies on the wire, generic header included.
+    pub fn buffer_len(&self) -> usize {
+        PAYLOAD_HEADER_LEN + self.body_bytes().len()
+    }
+
+    /// The payload body (after the generic header) as emitted.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        self.emit_body(&mut o);
+        o
+    }
+
+    fn emit_body(&self, o: &mut Vec<u8>) {
+        match self {
+            Payload::Sa(props) => emit_sa(props, o),
+            Payload::Ke { group, data } => {
+                o.extend_from_slice(&group.to_be_bytes());
+                o.extend_from_slice(&[0, 0]);
+                o.extend_from_slice(data);
+            }
+            Payload::IdI(id) | Payload::IdR(id) => o.extend_from_slice(&id.body()),
+            Payload::Cert { encoding, data } | Payload::CertReq { encoding, data } => {
+                o.push(*encoding);
+                o.extend_from_slice(data);
+            }
+            Payload::Auth { method, data } => {
+                o.extend_from_slice(&[*method, 0, 0, 0]);
+                o.extend_from_slice(data);
+            }
+            Payload::Nonce(d) | Payload::Vendor(d) | Payload::Eap(d) => o.extend_from_slice(d),
+            Payload::Notify(n) => {
+                o.push(n.protocol);
+                o.push(len8(n.spi.len()));
+                o.extend_from_slice(&n.ntype.to_be_bytes());
+                o.extend_from_slice(&n.spi);
+                o.extend_from_slice(&n.data);
+            }
+            Payload::Delete(d) => {
+                o.push(d.protocol);
+                o.push(d.spi_size);
+                o.extend_from_slice(&len16(d.spis.len()));
+                for s in &d.spis {
+                    o.extend_from_slice(s);
+                }
+            }
+            Payload::TsI(ts) | Payload::TsR(ts) => emit_ts(ts, o),
+            Payload::Cp { cfg_type, attrs } => {
+                o.extend_from_slice(&[*cfg_type, 0, 0, 0]);
+                for a in attrs {
+                    o.extend_from_slice(&(a.atype & 0x7fff).to_be_bytes());
+                    o.extend_from_slice(&len16(a.value.len()));
+                    o.extend_from_slice(&a.value);
+                }
+            }
+            Payload::Sk { body, .. } | Payload::Unknown { body, .. } => o.extend_from_slice(body),
+            Payload::Skf {
+                fragment_number,
+                total_fragments,
+                body,
+                ..
+            } => {
+                o.extend_from_slice(&fragment_number.to_be_bytes());
+                o.extend_from_slice(&total_fragments.to_be_bytes());
+                o.extend_from_slice(body);
+            }
+        }
+    }
+
+    /// Decode the body of a payload of type `ptype`.
+    fn parse_body(ptype: u8, critical: bool, next: u8, b: &[u8]) -> Result<Payload, WireError> {
+        use payload_type as t;
+        let inv = |reason| WireError::InvalidPayload { ptype, reason };
+        let rest = |n: usize| b.get(n..).map(<[u8]>::to_vec).ok_or(inv("too short"));
+        Ok(match ptype {
+            t::SA => Payload::Sa(parse_sa(b)?),
+            t::KE => Payload::Ke {
+                group: be16(b, 0).ok_or(inv("too short"))?,
+                data: rest(4)?,
+            },
+            t::IDI | t::IDR => {
+                let id = IdPayload {
+                    id_type: u8at(b, 0).ok_or(inv("too short"))?,
+                    data: rest(4)?,
+                };
+                if ptype == t::IDI {
+                    Payload::IdI(id)
+                } else {
+                    Payload::IdR(id)
+                }
+            }
+            t::CERT | t::CERTREQ => {
+                let encoding = u8at(b, 0).ok_or(inv("too short"))?;
+                let data = rest(1)?;
+                if ptype == t::CERT {
+                    Payload::Cert { encoding, data }
+                } else {
+                    Payload::CertReq { encoding, data }
+                }
+            }
+            t::AUTH => Payload::Auth {
+                method: u8at(b, 0).ok_or(inv("too short"))?,
+                data: rest(4)?,
+            },
+            t::NONCE => Payload::Nonce(b.to_vec()),
+            t::NOTIFY => {
+                let protocol = u8at(b, 0).ok_or(inv("too short"))?;
+                let spi_size = usize::from(u8at(b, 1).ok_or(inv("too short"))?);
+                let ntype = be16(b, 2).ok_or(inv("too short"))?;
+                let spi = b
+                    .get(4..4 + spi_size)
+                    .ok_or(inv("SPI runs past payload"))?
+                    .to_vec();
+                Payload::Notify(Notify {
+                    protocol,
+                    spi,
+                    ntype,
+                    data: rest(4 + spi_size)?,
+                })
+            }
+            t::DELETE => {
+                let protocol = u8at(b, 0).ok_or(inv("too short"))?;
+                let spi_size = u8at(b, 1).ok_or(inv("too short"))?;
+                let n = usize::from(be16(b, 2).ok_or(inv("too short"))?);
+                let body = b.get(4..).ok_or(inv("too short"))?;
+                if body.len() != n * usize::from(spi_size) {
+                    return Err(inv("SPI count/size does not match length"));
+                }
+                let spis = if spi_size == 0 {
+                    vec![Vec::new(); n]
+                } else {
+                    body.chunks_exact(usize::from(spi_size))
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                };
+                Payload::Delete(Delete {
+                    protocol,
+                    spi_size,
+                    spis,
+                })
+            }
+            t::VENDOR => Payload::Vendor(b.to_vec()),
+            t::TSI => Payload::TsI(parse_ts(ptype, b)?),
+            t::TSR => Payload::TsR(parse_ts(ptype, b)?),
+            t::CP => {
+                let cfg_type = u8at(b, 0).ok_or(inv("too short"))?;
+                let mut attrs = Vec::new();
+                let mut at = 4;
+                if b.len() < 4 {
+                    return Err(inv("too short"));
+                }
+                while at < b.len() {
+                    let atype = be16(b, at).ok_or(inv("truncated attribute"))? & 0x7fff;
+                    let len = usize::from(be16(b, at + 2).ok_or(inv("truncated attribute"))?);
+                    let value = b
+                        .get(at + 4..at + 4 + len)
+                        .ok_or(inv("attribute runs past payload"))?
+                        .to_vec();
+                    attrs.push(CpAttribute { atype, value });
+                    at += 4 + len;
+                }
+                Payload::Cp { cfg_type, attrs }
+            }
+            t::EAP => Payload::Eap(b.to_vec()),
+            t::SK => Payload::Sk {
+                first_inner: next,
+                body: b.to_vec(),
+            },
+            t::SKF => {
+                let fragment_number = be16(b, 0).ok_or(inv("too short"))?;
+                let total_fragments = be16(b, 2).ok_or(inv("too short"))?;
+                if fragment_number == 0 || fragment_number > total_fragments {
+                    return Err(inv("bad fragment number"));
+                }
+                Payload::Skf {
+                    first_inner: next,
+                    fragment_number,
+                    total_fragments,
+                    body: rest(4)?,
+                }
+            }
+            _ => Payload::Unknown {
+                ptype,
+                critical,
+                body: b.to_vec(),
+            },
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SA payload
+
+fn emit_sa(props: &[Proposal], o: &mut Vec<u8>) {
+    for (pi, p) in props.iter().enumerate() {
+        let start = o.len();
+        let last = if pi + 1 == props.len() { 0 } else { 2 };
+        o.extend_from_slice(&[last, 0, 0, 0, p.num, p.protocol, len8(p.spi.len())]);
+        o.push(len8(p.transforms.len()));
+        o.extend_from_slice(&p.spi);
+        for (ti, t) in p.transforms.iter().enumerate() {
+            let last = if ti + 1 == p.transforms.len() { 0 } else { 3 };
+            let len = if t.key_len.is_some() { 12 } else { 8 };
+            o.extend_from_slice(&[last, 0]);
+            o.extend_from_slice(&len16(len));
+            o.extend_from_slice(&[t.ttype, 0]);
+            o.extend_from_slice(&t.id.to_be_bytes());
+            if let Some(k) = t.key_len {
+                o.extend_from_slice(&(0x8000 | transform_attr::KEY_LENGTH).to_be_bytes());
+                o.extend_from_slice(&k.to_be_bytes());
+            }
+        }
+        let plen = len16(o.len() - start);
+        if let Some(f) = o.get_mut(start + 2..start + 4) {
+            f.copy_from_slice(&plen);
+        }
+    }
+}
+
+fn parse_sa(b: &[u8]) -> Result<Vec<Proposal>, WireError> {
+    let inv = |reason| WireError::InvalidPayload {
+        ptype: payload_type::SA,
+        reason,
+    };
+    let mut props = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let last = u8at(b, at).ok_or(inv("truncated proposal"))?;
+        let plen = usize::from(be16(b, at + 2).ok_or(inv("truncated proposal"))?);
+        if plen < 8 {
+            return Err(inv("proposal length below 8"));
+        }
+        let p = b
+            .get(at..at + plen)
+            .ok_or(inv("proposal runs past payload"))?;
+        at += plen;
+        match (last, at == b.len()) {
+            (0, true) | (2, false) => {}
+            (0, false) => return Err(inv("data after last proposal")),
+            (2, true) => return Err(inv("missing proposal after 'more' flag")),
+            _ => return Err(inv("bad proposal 'last substructure' value")),
+        }
+        props.push(parse_proposal(p)?);
+    }
+    Ok(props)
+}
+
+fn parse_proposal(p: &[u8]) -> Result<Proposal, WireError> {
+    let inv = |reason| WireError::InvalidPayload {
+        ptype: payload_type::SA,
+        reason,
+    };
+    let num = u8at(p, 4).ok_or(inv("truncated proposal"))?;
+    let protocol = u8at(p, 5).ok_or(inv("truncated proposal"))?;
+    let spi_size = usize::from(u8at(p, 6).ok_or(inv("truncated proposal"))?);
+    let ntrans = usize::from(u8at(p, 7).ok_or(inv("truncated proposal"))?);
+    let spi = p
+        .get(8..8 + spi_size)
+        .ok_or(inv("SPI runs past proposal"))?
+        .to_vec();
+    let mut transforms = Vec::with_capacity(ntrans);
+    let mut at = 8 + spi_size;
+    while at < p.len() {
+        let last = u8at(p, at).ok_or(inv("truncated transform"))?;
+        let tlen = usize::from(be16(p, at + 2).ok_or(inv("truncated transform"))?);
+        if tlen < 8 {
+            return Err(inv("transform length below 8"));
+        }
+        let t = p
+            .get(at..at + tlen)
+            .ok_or(inv("transform runs past proposal"))?;
+        at += tlen;
+        match (last, at == p.len()) {
+            (0, true) | (3, false) => {}
+            (0, false) => return Err(inv("data after last transform")),
+            (3, true) => return Err(inv("missing transform after 'more' flag")),
+            _ => return Err(inv("bad transform 'last substructure' value")),
+        }
+        transforms.push(parse_transform(t)?);
+    }
+    if transforms.len() != ntrans {
+        return Err(inv("transform count mismatch"));
+    }
+    Ok(Proposal {
+        num,
+        protocol,
+        spi,
+        transforms,
+    })
+}
+
+fn parse_transform(t: &[u8]) -> Result<Transform, WireError> {
+    let inv = |reason| WireError::InvalidPayload {
+        ptype: payload_type::SA,
+        reason,
+    };
+    let ttype = u8at(t, 4).ok_or(inv("truncated transform"))?;
+    let id = be16(t, 6).ok_or(inv("truncated transform"))?;
+    let mut key_len = None;
+    let mut at = 8;
+    while at < t.len() {
+        let af_type = be16(t, at).ok_or(inv("truncated attribute"))?;
+        let val = be16(t, at + 2).ok_or(inv("truncated attribute"))?;
+        if af_type & 0x8000 != 0 {
+            // TV format: 2-byte value.
+            if af_type & 0x7fff == transform_attr::KEY_LENGTH {
+                key_len = Some(val);
+            }
+            at += 4;
+        } else {
+            // TLV format: skip.
+            let end = at + 4 + usize::from(val);
+            if end > t.len() {
+                return Err(inv("attribute runs past transform"));
+            }
+            at = end;
+        }
+    }
+    Ok(Transform { ttype, id, key_len })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic selector payloads
+
+fn emit_ts(ts: &[TrafficSelector], o: &mut Vec<u8>) {
+    o.extend_from_slice(&[len8(ts.len()), 0, 0, 0]);
+    for t in ts {
+        let v6 = t.is_v6();
+        o.push(t.ts_type());
+        o.push(t.protocol);
+        o.extend_from_slice(&len16(if v6 { 40 } else { 16 }));
+        o.extend_from_slice(&t.start_port.to_be_bytes());
+        o.extend_from_slice(&t.end_port.to_be_bytes());
+        for a in [t.start, t.end] {
+            match a {
+                IpAddr::V4(a) if !v6 => o.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) if v6 => o.extend_from_slice(&a.octets()),
+                // Mixed families are invalid; keep the layout of the selector's family.
+                IpAddr::V4(a) => o.extend_from_slice(&a.to_ipv6_mapped().octets()),
+                IpAddr::V6(_) => o.extend_from_slice(&[0; 4]),
+            }
+        }
+    }
+}
+
+fn parse_ts(ptype: u8, b: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
+    let inv = |reason| WireError::InvalidPayload { ptype, reason };
+    let n = usize::from(u8at(b, 0).ok_or(inv("too short"))?);
+    if b.len() < 4 {
+        return Err(inv("too short"));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4;
+    for _ in 0..n {
+        let ts_type = u8at(b, at).ok_or(inv("truncated selector"))?;
+        let protocol = u8at(b, at + 1).ok_or(inv("truncated selector"))?;
+        let len = usize::from(be16(b, at + 2).ok_or(inv("truncated selector"))?);
+        let s = b
+            .get(at..at + len)
+            .ok_or(inv("selector runs past payload"))?;
+        let start_port = be16(s, 4).ok_or(inv("truncated selector"))?;
+        let end_port = be16(s, 6).ok_or(inv("truncated selector"))?;
+        let (start, end) = match (ts_type, len) {
+            (TS_IPV4_ADDR_RANGE, 16) => {
+                let a = be32(s, 8).ok_or(inv("truncated selector"))?;
+                let z = be32(s, 12).ok_or(inv("truncated selector"))?;
+                (IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(z)))
+            }
+            (TS_IPV6_ADDR_RANGE, 40) => {
+                let a = s.get(8..24).ok_or(inv("truncated selector"))?;
+                let z = s.get(24..40).ok_or(inv("truncated selector"))?;
+                let mut aa = [0u8; 16];
+                let mut zz = [0u8; 16];
+                aa.copy_from_slice(a);
+                zz.copy_from_slice(z);
+                (
+                    IpAddr::V6(Ipv6Addr::from(aa)),
+                    IpAddr::V6(Ipv6Addr::from(zz)),
+                )
+            }
+            (TS_IPV4_ADDR_RANGE, _) | (TS_IPV6_ADDR_RANGE, _) => {
+                return Err(inv("bad selector length"))
+            }
+            _ => return Err(inv("unsupported TS type")),
+        };
+        out.push(TrafficSelector {
+            start,
+            end,
+            protocol,
+            start_port,
+            end_port,
+        });
+        at += len;
+    }
+    if at != b.len() {
+        return Err(inv("data after last selector"));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload chains and messages
+
+/// Parse a chain of payloads starting with type `first` (e.g. decrypted SK contents).
+/// Rejects bad lengths and bytes after the last payload. An SK/SKF payload ends the chain
+/// (its Next Payload is the first inner type) and must end the buffer.
+pub fn parse_payloads(first: u8, buf: &[u8]) -> Result<Vec<Payload>, WireError> {
+    let mut out = Vec::new();
+    let mut next = first;
+    let mut at = 0usize;
+    while next != payload_type::NONE {
+        let ptype = next;
+        let hdr = buf
+            .get(at..at + PAYLOAD_HEADER_LEN)
+            .ok_or(WireError::Truncated)?;
+        let (nxt, crit) = match hdr {
+            [n, c, _, _] => (*n, *c & CRITICAL != 0),
+            _ => return Err(WireError::Truncated),
+        };
+        let length = usize::from(be16(hdr, 2).ok_or(WireError::Truncated)?);
+        let available = buf.len() - at;
+        if length < PAYLOAD_HEADER_LEN || length > available {
+            return Err(WireError::BadPayloadLength {
+                ptype,
+                length,
+                available,
+            });
+        }
+        let body = buf
+            .get(at + PAYLOAD_HEADER_LEN..at + length)
+            .ok_or(WireError::Truncated)?;
+        let p = Payload::parse_body(ptype, crit, nxt, body)?;
+        at += length;
+        if p.is_encrypted() {
+            out.push(p);
+            if at != buf.len() {
+                return Err(WireError::SkNotLast);
+            }
+            return Ok(out);
+        }
+        out.push(p);
+        next = nxt;
+    }
+    if at != buf.len() {
+        return Err(WireError::TrailingBytes);
+    }
+    Ok(out)
+}
+
+/// Serialize a chain; returns (type of the first payload or 0, bytes). An SK/SKF payload
+/// must be last: its Next Payload field carries `first_inner`.
+///
+/// Emitting is infallible; the caller keeps values representable (payloads under 64 KiB,
+/// SPIs and TS/transform counts under 256, Delete SPIs of `spi_size` bytes, `Unknown` only
+/// for unknown types); debug builds assert the sizes.
+pub fn emit_payloads(payloads: &[Payload]) -> (u8, Vec<u8>) {
+    let mut o = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let next = match p {
+            Payload::Sk { first_inner, .. } | Payload::Skf { first_inner, .. } => *first_inner,
+            _ => payloads
+                .get(i + 1)
+                .map_or(payload_type::NONE, Payload::ptype),
+        };
+        let crit = match p {
+            Payload::Unknown { critical: true, .. } => CRITICAL,
+            _ => 0,
+        };
+        let start = o.len();
+        o.extend_from_slice(&[next, crit, 0, 0]);
+        p.emit_body(&mut o);
+        let len = len16(o.len() - start);
+        if let Some(f) = o.get_mut(start + 2..start + 4) {
+            f.copy_from_slice(&len);
+        }
+    }
+    (
+        payloads.first().map_or(payload_type::NONE, Payload::ptype),
+        o,
+    )
+}
+
+/// A whole IKE message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub header: Header,
+    pub payloads: Vec<Payload>,
+}
+
+impl Message {
+    /// Parse a whole datagram: checks major version 2, header length == datagram length,
+    /// every payload length and the chain. An SK/SKF payload must be last. Unknown payload
+    /// types become [`Payload::Unknown`] with their critical bit.
+    pub fn parse(buf: &[u8]) -> Result<Message, WireError> {
+        let header = Header::parse(buf)?;
+        if header.version >> 4 != 2 {
+            return Err(WireError::UnsupportedVersion(header.version));
+        }
+        let declared = header.length as usize;
+        if declared < HEADER_LEN || declared > buf.len() {
+            return Err(WireError::BadLength {
+                declared,
+                actual: buf.len(),
+            });
+        }
+        if declared < buf.len() {
+            return Err(WireError::TrailingBytes);
+        }
+        let body = buf.get(HEADER_LEN..).ok_or(WireError::Truncated)?;
+        let payloads = parse_payloads(header.next_payload, body)?;
+        Ok(Message { header, payloads })
+    }
+
+    /// Serialize; fills `header.next_payload` and `header.length` from the payloads.
+    pub fn emit(&self) -> Vec<u8> {
+        let (first, body) = emit_payloads(&self.payloads);
+        let mut h = self.header.clone();
+        h.next_payload = first;
+        h.length = (HEADER_LEN + body.len()) as u32;
+        let mut o = Vec::with_capacity(HEADER_LEN + body.len());
+        o.extend_from_slice(&h.to_bytes());
+        o.extend_from_slice(&body);
+        o
+    }
+
+    /// Bytes [`Message::emit`] produces.
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.payloads.iter().map(Payload::buffer_len).sum::<usize>()
+    }
+
+    /// The first Notify of type `ntype`.
+    pub fn notify(&self, ntype: u16) -> Option<&Notify> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.ntype == ntype => Some(n),
+            _ => None,
+        })
+    }
+}
+
+/// IKE header + SK generic payload header with final lengths, for an SK body (IV |
+/// ciphertext | ICV) of `body_len` bytes. The header's Next Payload is set to SK and its
+/// Length to the full message length. This is the AEAD AAD / start of the integrity input.
+pub fn sk_message_prefix(header: &Header, first_inner: u8, body_len: usize) -> Vec<u8> {
+    let plen = PAYLOAD_HEADER_LEN + body_len;
+    let mut h = header.clone();
+    h.next_payload = payload_type::SK;
+    h.length = (HEADER_LEN + plen) as u32;
+    let mut o = h.to_bytes().to_vec();
+    o.extend_from_slice(&[first_inner, 0]);
+    o.extend_from_slice(&len16(plen));
+    o
+}
+
+/// Like [`sk_message_prefix`] for an SKF payload; the prefix includes the fragment
+/// number and total.
+pub fn skf_message_prefix(
+    header: &Header,
+    first_inner: u8,
+    fragment_number: u16,
+    total_fragments: u16,
+    body_len: usize,
+) -> Vec<u8> {
+    let plen = PAYLOAD_HEADER_LEN + 4 + body_len;
+    let mut h = header.clone();
+    h.next_payload = payload_type::SKF;
+    h.length = (HEADER_LEN + plen) as u32;
+    let mut o = h.to_bytes().to_vec();
+    o.extend_from_slice(&[first_inner, 0]);
+    o.extend_from_slice(&len16(plen));
+    o.extend_from_slice(&fragment_number.to_be_bytes());
+    o.extend_from_slice(&total_fragments.to_be_bytes());
+    o
+}
+
+#[cfg(test)]
+mod tests;

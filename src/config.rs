@@ -1,0 +1,506 @@
+//! The TOML configuration file (see DESIGN.md) and its conversion to [`fs_ike::Config`].
+//!
+//! Every error names the file, the field path and the reason, e.g.
+//! `gw-a.toml: connections.s2s.children.net.esp_proposals[0]: unknown algorithm keyword "aes999"`.
+use fs_ike::{ChildConfig, ConnConfig, RetransmitConfig, StartAction};
+use fs_wire::{id::Identity, ts::TrafficSelector};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ferroswan/ferroswan.sock";
+
+/// A configuration error: `FILE: PATH: REASON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Field path (`connections.s2s.local.id`) or `line:col` for syntax errors; may be empty.
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------- raw (serde) form
+
+/// A duration: `"500ms"`, `"4s"`, `"2m"`, `"1h"`, `"1d"`, or an integer number of seconds.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(u64),
+    Text(String),
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    connections: BTreeMap<String, RawConn>,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    control_socket: Option<String>,
+    tun_name: Option<String>,
+    tun_mtu: Option<u32>,
+    log_level: Option<String>,
+    ike_port: Option<u16>,
+    natt_port: Option<u16>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawConn {
+    #[serde(default)]
+    local_addrs: Vec<String>,
+    #[serde(default)]
+    remote_addrs: Vec<String>,
+    remote_port: Option<u16>,
+    proposals: Option<Vec<String>>,
+    #[serde(default)]
+    encap: bool,
+    retransmit_timeout: Option<RawDuration>,
+    retransmit_tries: Option<u32>,
+    retransmit_base: Option<f64>,
+    rekey_time: Option<RawDuration>,
+    dpd_delay: Option<RawDuration>,
+    local: RawLocal,
+    #[serde(default)]
+    remote: RawRemote,
+    #[serde(default)]
+    children: BTreeMap<String, RawChild>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    auth: Option<String>,
+    id: Option<String>,
+    /// Convenience: inline PSK instead of a [secrets] entry.
+    psk: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    auth: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawChild {
+    #[serde(default)]
+    local_ts: Vec<String>,
+    #[serde(default)]
+    remote_ts: Vec<String>,
+    esp_proposals: Option<Vec<String>>,
+    mode: Option<String>,
+    start_action: Option<String>,
+    replay_window: Option<u32>,
+    rekey_time: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    #[serde(default)]
+    ids: Vec<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+}
+
+// ---------------------------------------------------------------- validated form
+
+/// Daemon settings from `[daemon]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    pub control_socket: PathBuf,
+    pub tun_name: String,
+    pub tun_mtu: u16,
+    pub log_level: Option<String>,
+    pub ike_port: u16,
+    pub natt_port: u16,
+}
+
+/// A validated configuration file.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    pub daemon: DaemonSettings,
+    /// Connections, ready for `fs_ike::Endpoint`.
+    pub ike: fs_ike::Config,
+}
+
+impl FileConfig {
+    /// All local addresses named by connections (for binding sockets).
+    pub fn local_addrs(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = Vec::new();
+        for c in &self.ike.connections {
+            for a in &c.local_addrs {
+                if !v.contains(a) {
+                    v.push(*a);
+                }
+            }
+        }
+        v
+    }
+
+    /// True if any connection has no local address (sockets must be bound to the wildcard).
+    pub fn any_wildcard(&self) -> bool {
+        self.ike.connections.iter().any(|c| c.local_addrs.is_empty())
+    }
+
+    /// True if any address or selector is IPv6.
+    pub fn uses_ipv6(&self) -> bool {
+        self.ike.connections.iter().any(|c| {
+            c.local_addrs.iter().chain(&c.remote_addrs).any(|a| a.is_ipv6())
+                || c.children
+                    .iter()
+                    .any(|ch| ch.local_ts.iter().chain(&ch.remote_ts).any(|t| t.is_v6()))
+        })
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_string(), path: path.into(), reason: reason.into() }
+    }
+}
+
+/// Parse a duration: `500ms`, `4s`, `2m`, `1h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 4s, 2m, 1h"))?;
+    let mult = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
+    };
+    let secs = v * mult;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("invalid duration {s:?}: too large"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn duration(ctx: &Ctx, path: &str, d: &Option<RawDuration>) -> Result<Option<Duration>, ConfigError> {
+    match d {
+        None => Ok(None),
+        Some(RawDuration::Secs(s)) => Ok(Some(Duration::from_secs(*s))),
+        Some(RawDuration::Text(t)) => parse_duration(t).map(Some).map_err(|e| ctx.err(path, e)),
+    }
+}
+
+/// `Some(d)` unless zero (zero disables).
+fn nonzero(d: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+    match d {
+        None => default,
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    }
+}
+
+fn decode_secret(ctx: &Ctx, path: &str, s: &str) -> Result<Vec<u8>, ConfigError> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        hex::decode(h).map_err(|e| ctx.err(path, format!("invalid hex secret: {e}")))
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
+}
+
+/// Load and validate a configuration file.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { file: file.clone(), path: String::new(), reason: format!("cannot read: {e}") })?;
+    parse(&file, &text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Parse and validate configuration text; `file` names it in errors, `base_dir` resolves
+/// relative `secret_file`s.
+pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, ConfigError> {
+    let ctx = Ctx { file };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let pos = e
+            .span()
+            .map(|sp| {
+                let before = &text[..sp.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                format!("line {line}, column {col}")
+            })
+            .unwrap_or_default();
+        ctx.err(pos, e.message().trim().to_string())
+    })?;
+
+    // [daemon]
+    let d = &raw.daemon;
+    let tun_mtu = d.tun_mtu.unwrap_or(1400);
+    if !(576..=65535).contains(&tun_mtu) {
+        return Err(ctx.err("daemon.tun_mtu", format!("{tun_mtu} out of range 576..65535")));
+    }
+    let tun_name = d.tun_name.clone().unwrap_or_else(|| "fs0".into());
+    if tun_name.is_empty() || tun_name.len() > 15 || tun_name.contains(['/', ' ', '\0']) {
+        return Err(ctx.err("daemon.tun_name", format!("invalid interface name {tun_name:?} (1-15 characters)")));
+    }
+    if let Some(l) = &d.log_level {
+        if tracing_subscriber::EnvFilter::try_new(l).is_err() {
+            return Err(ctx.err("daemon.log_level", format!("invalid log level {l:?} (error, warn, info, debug, trace)")));
+        }
+    }
+    let ike_port = d.ike_port.unwrap_or(500);
+    let natt_port = d.natt_port.unwrap_or(4500);
+    if ike_port == 0 || natt_port == 0 || ike_port == natt_port {
+        return Err(ctx.err("daemon.natt_port", "ike_port and natt_port must be distinct and non-zero"));
+    }
+    let daemon = DaemonSettings {
+        control_socket: PathBuf::from(d.control_socket.clone().unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into())),
+        tun_name,
+        tun_mtu: tun_mtu as u16,
+        log_level: d.log_level.clone(),
+        ike_port,
+        natt_port,
+    };
+
+    // [secrets]
+    let mut secrets: Vec<(Vec<Identity>, Vec<u8>, String)> = Vec::new();
+    for (name, s) in &raw.secrets {
+        let p = format!("secrets.{name}");
+        let value = match (&s.secret, &s.secret_file) {
+            (Some(v), None) => decode_secret(&ctx, &format!("{p}.secret"), v)?,
+            (None, Some(f)) => {
+                let fp = base_dir.join(f);
+                let v = std::fs::read_to_string(&fp)
+                    .map_err(|e| ctx.err(format!("{p}.secret_file"), format!("cannot read {}: {e}", fp.display())))?;
+                decode_secret(&ctx, &format!("{p}.secret_file"), v.trim_end_matches(['\n', '\r']))?
+            }
+            (Some(_), Some(_)) => return Err(ctx.err(&p, "give either secret or secret_file, not both")),
+            (None, None) => return Err(ctx.err(&p, "missing secret (or secret_file)")),
+        };
+        if value.is_empty() {
+            return Err(ctx.err(format!("{p}.secret"), "empty secret"));
+        }
+        let ids = s.ids.iter().map(|i| Identity::from_config(i)).collect();
+        secrets.push((ids, value, name.clone()));
+    }
+
+    // [connections]
+    let mut connections = Vec::new();
+    for (cname, c) in &raw.connections {
+        let p = format!("connections.{cname}");
+        let addrs = |field: &str, v: &[String]| -> Result<Vec<IpAddr>, ConfigError> {
+            v.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| ctx.err(format!("{p}.{field}[{i}]"), format!("invalid IP address {a:?}")))
+                })
+                .collect()
+        };
+        let local_addrs = addrs("local_addrs", &c.local_addrs)?;
+        let remote_addrs = addrs("remote_addrs", &c.remote_addrs)?;
+        let proposals =
+            c.proposals.clone().unwrap_or_else(|| vec!["aes256gcm16-prfsha256-x25519".to_string()]);
+        if proposals.is_empty() {
+            return Err(ctx.err(format!("{p}.proposals"), "at least one proposal is required"));
+        }
+        let mut ike_proposals = Vec::new();
+        for (i, s) in proposals.iter().enumerate() {
+            ike_proposals.push(
+                fs_crypto::proposal::parse_ike_proposal(s)
+                    .map_err(|e| ctx.err(format!("{p}.proposals[{i}]"), e.to_string()))?,
+            );
+        }
+        for (side, auth) in [("local", &c.local.auth), ("remote", &c.remote.auth)] {
+            if let Some(a) = auth {
+                if a != "psk" {
+                    return Err(ctx.err(format!("{p}.{side}.auth"), format!("unsupported auth {a:?} (only \"psk\")")));
+                }
+            }
+        }
+        let local_id = match &c.local.id {
+            Some(id) if !id.trim().is_empty() => Identity::from_config(id.trim()),
+            Some(_) => return Err(ctx.err(format!("{p}.local.id"), "empty identity")),
+            None => match local_addrs.first() {
+                Some(a) => Identity::from_config(&a.to_string()),
+                None => return Err(ctx.err(format!("{p}.local.id"), "required when local_addrs is empty")),
+            },
+        };
+        let remote_id = match &c.remote.id {
+            Some(id) if !id.trim().is_empty() => Some(Identity::from_config(id.trim())),
+            Some(_) => return Err(ctx.err(format!("{p}.remote.id"), "empty identity")),
+            None => None,
+        };
+        let psk = match &c.local.psk {
+            Some(s) => decode_secret(&ctx, &format!("{p}.local.psk"), s)?,
+            None => {
+                // Best match: a secret naming both ids, then one naming one of them, then one
+                // with no ids (wildcard).
+                let score = |ids: &Vec<Identity>| -> Option<u8> {
+                    if ids.is_empty() {
+                        return Some(0);
+                    }
+                    let l = ids.contains(&local_id);
+                    let r = remote_id.as_ref().is_some_and(|r| ids.contains(r));
+                    match (l, r) {
+                        (true, true) => Some(3),
+                        (false, true) => Some(2),
+                        (true, false) => Some(1),
+                        _ => None,
+                    }
+                };
+                let best = secrets
+                    .iter()
+                    .filter_map(|(ids, v, _)| score(ids).map(|s| (s, v)))
+                    .max_by_key(|(s, _)| *s);
+                match best {
+                    Some((_, v)) => v.clone(),
+                    None => {
+                        let r = c.remote.id.as_deref().unwrap_or("%any");
+                        let l = c.local.id.clone().unwrap_or_else(|| format!("{local_id:?}"));
+                        return Err(ctx.err(
+                            &p,
+                            format!("no PSK: add [secrets.NAME] with ids = [\"{l}\", \"{r}\"] or local.psk"),
+                        ));
+                    }
+                }
+            }
+        };
+        if psk.is_empty() {
+            return Err(ctx.err(format!("{p}.local.psk"), "empty secret"));
+        }
+        let mut rt = RetransmitConfig::default();
+        if let Some(t) = duration(&ctx, &format!("{p}.retransmit_timeout"), &c.retransmit_timeout)? {
+            if t.is_zero() {
+                return Err(ctx.err(format!("{p}.retransmit_timeout"), "must be > 0"));
+            }
+            rt.timeout = t;
+        }
+        if let Some(n) = c.retransmit_tries {
+            if n == 0 {
+                return Err(ctx.err(format!("{p}.retransmit_tries"), "must be >= 1"));
+            }
+            rt.tries = n;
+        }
+        if let Some(b) = c.retransmit_base {
+            if !(1.0..=10.0).contains(&b) {
+                return Err(ctx.err(format!("{p}.retransmit_base"), format!("{b} out of range 1.0..10.0")));
+            }
+            rt.base = b;
+        }
+        let rekey_time = nonzero(duration(&ctx, &format!("{p}.rekey_time"), &c.rekey_time)?, Some(Duration::from_secs(4 * 3600)));
+        let dpd_delay = nonzero(duration(&ctx, &format!("{p}.dpd_delay"), &c.dpd_delay)?, None);
+
+        let mut children = Vec::new();
+        for (chname, ch) in &c.children {
+            let cp = format!("{p}.children.{chname}");
+            let ts = |field: &str, v: &[String]| -> Result<Vec<TrafficSelector>, ConfigError> {
+                if v.is_empty() {
+                    return Err(ctx.err(format!("{cp}.{field}"), "at least one traffic selector is required"));
+                }
+                v.iter()
+                    .enumerate()
+                    .map(|(i, s)| s.parse().map_err(|e: fs_wire::ts::TsParseError| ctx.err(format!("{cp}.{field}[{i}]"), e.to_string())))
+                    .collect()
+            };
+            let local_ts = ts("local_ts", &ch.local_ts)?;
+            let remote_ts = ts("remote_ts", &ch.remote_ts)?;
+            let esp = ch.esp_proposals.clone().unwrap_or_else(|| vec!["aes256gcm16".to_string()]);
+            if esp.is_empty() {
+                return Err(ctx.err(format!("{cp}.esp_proposals"), "at least one proposal is required"));
+            }
+            let mut esp_proposals = Vec::new();
+            for (i, s) in esp.iter().enumerate() {
+                esp_proposals.push(
+                    fs_crypto::proposal::parse_esp_proposal(s)
+                        .map_err(|e| ctx.err(format!("{cp}.esp_proposals[{i}]"), e.to_string()))?,
+                );
+            }
+            use fs_ike::config::fs_esp_mode::Mode;
+            let mode = match ch.mode.as_deref().unwrap_or("tunnel") {
+                "tunnel" => Mode::Tunnel,
+                "transport" => Mode::Transport,
+                m => return Err(ctx.err(format!("{cp}.mode"), format!("invalid mode {m:?} (tunnel | transport)"))),
+            };
+            let start_action = match ch.start_action.as_deref().unwrap_or("none") {
+                "none" => StartAction::None,
+                "start" => StartAction::Start,
+                "trap" => StartAction::Trap,
+                a => {
+                    return Err(ctx.err(format!("{cp}.start_action"), format!("invalid start_action {a:?} (none | start | trap)")))
+                }
+            };
+            if start_action != StartAction::None && remote_addrs.is_empty() {
+                return Err(ctx.err(
+                    format!("{cp}.start_action"),
+                    "start/trap need a peer to initiate to: set remote_addrs",
+                ));
+            }
+            let replay_window = ch.replay_window.unwrap_or(1024);
+            if replay_window > 1 << 20 {
+                return Err(ctx.err(format!("{cp}.replay_window"), format!("{replay_window} too large (max 1048576)")));
+            }
+            let rekey = nonzero(duration(&ctx, &format!("{cp}.rekey_time"), &ch.rekey_time)?, Some(Duration::from_secs(3600)));
+            children.push(ChildConfig {
+                name: chname.clone(),
+                local_ts,
+                remote_ts,
+                esp_proposals,
+                mode,
+                start_action,
+                replay_window,
+                rekey_time: rekey,
+            });
+        }
+        if children.is_empty() {
+            return Err(ctx.err(format!("{p}.children"), "at least one child is required"));
+        }
+        connections.push(ConnConfig {
+            name: cname.clone(),
+            local_addrs,
+            remote_addrs,
+            remote_port: c.remote_port.unwrap_or(500),
+            local_id,
+            remote_id,
+            psk,
+            ike_proposals,
+            children,
+            retransmit: rt,
+            force_encap: c.encap,
+            rekey_time,
+            dpd_delay,
+        });
+    }
+    Ok(FileConfig { daemon, ike: fs_ike::Config { connections } })
+}
