@@ -1,1 +1,169 @@
-fn main() {}
+//! ferroswan: IKEv2/IPsec VPN gateway with a userspace ESP data plane over TUN.
+mod config;
+mod control;
+mod daemon;
+
+use clap::{Parser, Subcommand};
+use control::{Request, Response};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  ferroswan check-config /etc/ferroswan/gw-a.toml
+      Validate a configuration file (exit 2 and FILE: FIELD: REASON on error).
+  ferroswan run --config /etc/ferroswan/gw-a.toml
+      Run the gateway in the foreground (logs on stderr; RUST_LOG=debug for more).
+      Children with start_action = \"start\" are initiated at once; Ctrl-C/SIGTERM
+      deletes all SAs and exits.
+  ferroswan up s2s
+      Bring up connection s2s (IKE SA + all children); exit 0 when established,
+      exit 1 with the reason (AUTHENTICATION_FAILED, NO_PROPOSAL_CHOSEN, TIMEOUT...).
+  ferroswan up s2s --child net --timeout 10
+  ferroswan down s2s
+  ferroswan status            (like swanctl --list-sas)
+  ferroswan status --json     (machine-readable, with per-SA and drop counters)
+
+The client commands talk to the daemon over its control socket
+(default /run/ferroswan/ferroswan.sock; set with --control or [daemon] control_socket).";
+
+/// IKEv2/IPsec VPN gateway with a userspace ESP data plane (TUN + UDP/raw ESP).
+#[derive(Parser, Debug)]
+#[command(name = "ferroswan", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Control socket of the daemon [default: /run/ferroswan/ferroswan.sock, or the
+    /// config's [daemon] control_socket for `run`]
+    #[arg(long, global = true, value_name = "SOCK")]
+    control: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the gateway daemon in the foreground
+    Run {
+        /// Configuration file (TOML)
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Establish a connection and wait until its IKE SA and CHILD_SAs are up
+    Up {
+        /// Connection name ([connections.NAME] in the config)
+        conn: String,
+        /// Only this child ([connections.CONN.children.NAME])
+        #[arg(long, value_name = "CHILD")]
+        child: Option<String>,
+        /// Give up after this many seconds (reports TIMEOUT)
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Delete a connection's IKE SA (and its CHILD_SAs)
+    Down {
+        /// Connection name
+        conn: String,
+        /// Wait at most this many seconds for the peer's answer
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// List IKE SAs, CHILD_SAs, traffic and drop counters
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration file and exit (0 = valid, 2 = invalid)
+    CheckConfig {
+        /// Configuration file (TOML)
+        file: PathBuf,
+    },
+}
+
+fn client(sock: &std::path::Path, req: Request, wait: Duration) -> Result<Response, ExitCode> {
+    control::call(sock, &req, wait).map_err(|e| {
+        eprintln!("ferroswan: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sock = cli.control.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET));
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match config::load(&file) {
+            Ok(c) => {
+                let names: Vec<String> = c
+                    .ike
+                    .connections
+                    .iter()
+                    .map(|c| {
+                        let ch: Vec<&str> = c.children.iter().map(|x| x.name.as_str()).collect();
+                        format!("{} {{{}}}", c.name, ch.join(", "))
+                    })
+                    .collect();
+                println!("{}: OK ({} connection(s): {})", file.display(), names.len(), names.join("; "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run { config } => match config::load(&config) {
+            Ok(c) => ExitCode::from(daemon::run(c, cli.control) as u8),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Up { conn, child, timeout } => {
+            let req = Request::Up { conn, child, timeout: Some(timeout) };
+            let r = match client(&sock, req, Duration::from_secs(timeout)) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
+            for l in &r.lines {
+                println!("{l}");
+            }
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                println!("{}", r.error.as_deref().unwrap_or("failed"));
+                ExitCode::from(1)
+            }
+        }
+        Cmd::Down { conn, timeout } => {
+            let r = match client(&sock, Request::Down { conn, timeout: Some(timeout) }, Duration::from_secs(timeout)) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
+            for l in &r.lines {
+                println!("{l}");
+            }
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("ferroswan: {}", r.error.as_deref().unwrap_or("failed"));
+                ExitCode::from(1)
+            }
+        }
+        Cmd::Status { json } => {
+            let r = match client(&sock, Request::Status, Duration::from_secs(5)) {
+                Ok(r) => r,
+                Err(c) => return c,
+            };
+            if !r.ok {
+                eprintln!("ferroswan: {}", r.error.as_deref().unwrap_or("failed"));
+                return ExitCode::from(1);
+            }
+            let st = r.status.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print!("{}", control::format_status(&st));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -218,8 +218,8 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
         .join(template);
-    let mut s =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read template {}: {e}", path.display()));
+    let mut s = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read template {}: {e}", path.display()));
     for (k, v) in vars {
         s = s.replace(&format!("${{{k}}}"), v);
     }
@@ -263,7 +263,10 @@ impl Registry {
     }
 
     pub fn add_log(&self, label: &str, path: &Path) {
-        self.logs.lock().unwrap().push((label.into(), path.to_path_buf()));
+        self.logs
+            .lock()
+            .unwrap()
+            .push((label.into(), path.to_path_buf()));
     }
 
     /// `Some(status)` if the process has exited (or was already stopped).
@@ -311,7 +314,10 @@ impl Registry {
     pub fn stop(&self, id: usize, grace: Duration) -> Option<ExitStatus> {
         let taken = {
             let mut procs = self.procs.lock().unwrap();
-            procs.iter().position(|p| p.id == id).map(|i| procs.remove(i))
+            procs
+                .iter()
+                .position(|p| p.id == id)
+                .map(|i| procs.remove(i))
         };
         taken.and_then(|mut p| Self::stop_proc(&mut p, grace))
     }
@@ -411,7 +417,10 @@ impl Topology {
             must(Command::new("ip").args(["netns", "add", ns]));
             must(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
             ns_must(ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            ns_must(ns, &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+            ns_must(
+                ns,
+                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            );
         }
         let veth = |a: &str, ans: &str, b: &str, bns: &str| {
             must(Command::new("ip").args([
@@ -424,8 +433,14 @@ impl Topology {
         let ip = |ns: &str, args: &[&str]| {
             must(Command::new("ip").args(["-n", ns]).args(args));
         };
-        ip(&t.ha, &["addr", "add", &format!("{HA_IP}/24"), "dev", "ha0"]);
-        ip(&t.ga, &["addr", "add", &format!("{GA_IN}/24"), "dev", "ga-in"]);
+        ip(
+            &t.ha,
+            &["addr", "add", &format!("{HA_IP}/24"), "dev", "ha0"],
+        );
+        ip(
+            &t.ga,
+            &["addr", "add", &format!("{GA_IN}/24"), "dev", "ga-in"],
+        );
         ip(
             &t.ga,
             &[
@@ -450,8 +465,14 @@ impl Topology {
                 "gb-out",
             ],
         );
-        ip(&t.gb, &["addr", "add", &format!("{GB_IN}/24"), "dev", "gb-in"]);
-        ip(&t.hb, &["addr", "add", &format!("{HB_IP}/24"), "dev", "hb0"]);
+        ip(
+            &t.gb,
+            &["addr", "add", &format!("{GB_IN}/24"), "dev", "gb-in"],
+        );
+        ip(
+            &t.hb,
+            &["addr", "add", &format!("{HB_IP}/24"), "dev", "hb0"],
+        );
         for (ns, dev) in [
             (&t.ha, "ha0"),
             (&t.ga, "ga-in"),
@@ -620,7 +641,8 @@ impl StrongSwan {
         let inst = dir.to_str().unwrap().to_string();
         fs::create_dir_all(dir.join("run")).unwrap();
         for sub in [
-            "x509", "x509ca", "private", "rsa", "ecdsa", "pkcs8", "pkcs12", "x509crl", "pubkey", "conf.d",
+            "x509", "x509ca", "private", "rsa", "ecdsa", "pkcs8", "pkcs12", "x509crl", "pubkey",
+            "conf.d",
         ] {
             fs::create_dir_all(dir.join("swanctl").join(sub)).unwrap();
         }
@@ -701,7 +723,15 @@ impl StrongSwan {
     }
 
     pub fn initiate(&self) -> Output {
-        self.swanctl(&["--initiate", "--ike", CONN, "--child", CHILD, "--timeout", "20"])
+        self.swanctl(&[
+            "--initiate",
+            "--ike",
+            CONN,
+            "--child",
+            CHILD,
+            "--timeout",
+            "20",
+        ])
     }
 
     pub fn list_sas(&self) -> String {
@@ -922,14 +952,27 @@ impl Ferroswan {
                 text(&o)
             ));
         }
-        serde_json::from_slice(&o.stdout)
-            .map_err(|e| format!("status --json on {}: bad JSON ({e}): {}", self.name, text(&o)))
+        serde_json::from_slice(&o.stdout).map_err(|e| {
+            format!(
+                "status --json on {}: bad JSON ({e}): {}",
+                self.name,
+                text(&o)
+            )
+        })
     }
 
-    /// The IKE SAs of `status --json` (accepts `{"ike_sas": [...]}` or a bare array).
+    /// The IKE SAs of `status --json` (accepts `{"ike_sas": [...]}`, the control response
+    /// `{"ok": true, "status": {"ike_sas": [...]}}`, or a bare array).
     pub fn ike_sas(&self) -> Result<Vec<serde_json::Value>, String> {
         let v = self.status_json()?;
-        let arr = v.get("ike_sas").unwrap_or(&v);
+        // `{"ike_sas": [..]}`, or wrapped as the control response `{"status": {"ike_sas": ..}}`
+        let arr = v
+            .get("ike_sas")
+            .or_else(|| v.get("status").and_then(|s| s.get("ike_sas")))
+            .unwrap_or(&v);
+        if v.is_object() && !arr.is_array() {
+            return Ok(Vec::new()); // an object without ike_sas: none
+        }
         arr.as_array()
             .cloned()
             .ok_or_else(|| format!("status --json on {}: no ike_sas array: {v}", self.name))
@@ -1191,8 +1234,8 @@ pub fn tcp_transfer(
     let server = thread::spawn(move || -> Result<(), String> {
         let setup = (|| -> Result<TcpListener, String> {
             enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
-            let l =
-                TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind :{port} in {sns}: {e}"))?;
+            let l = TcpListener::bind(("0.0.0.0", port))
+                .map_err(|e| format!("bind :{port} in {sns}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(l)
         })();
@@ -1290,8 +1333,12 @@ pub fn tcp_transfer(
             ))
         }
     });
-    let c = client.join().map_err(|_| "client thread panicked".to_string())?;
-    let s = server.join().map_err(|_| "server thread panicked".to_string())?;
+    let c = client
+        .join()
+        .map_err(|_| "client thread panicked".to_string())?;
+    let s = server
+        .join()
+        .map_err(|_| "server thread panicked".to_string())?;
     s.and(c)
 }
 
@@ -1346,12 +1393,20 @@ impl Capture {
     /// Number of packets matching a tshark display filter.
     pub fn count(&self, filter: &str) -> usize {
         let mut c = Command::new("tshark");
-        c.arg("-n")
-            .arg("-r")
-            .arg(&self.pcap)
-            .args(["-Y", filter, "-T", "fields", "-e", "frame.number"]);
+        c.arg("-n").arg("-r").arg(&self.pcap).args([
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ]);
         let o = run_timeout(&mut c, Duration::from_secs(120));
-        assert!(o.status.success(), "tshark -Y '{filter}' failed: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "tshark -Y '{filter}' failed: {}",
+            text(&o)
+        );
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -1422,8 +1477,15 @@ pub fn site_to_site(tag: &str, a: Impl, b: Impl, esp: &str) {
     ping(&topo.ha, HB_IP).unwrap_or_else(|e| panic!("[{tag}] {e}"));
     ping(&topo.hb, HA_IP).unwrap_or_else(|e| panic!("[{tag}] {e}"));
     let t1 = Instant::now();
-    tcp_transfer(&topo.ha, &topo.hb, HB_IP, 5001, 2 << 20, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("[{tag}] TCP transfer hostA -> hostB: {e}"));
+    tcp_transfer(
+        &topo.ha,
+        &topo.hb,
+        HB_IP,
+        5001,
+        2 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("[{tag}] TCP transfer hostA -> hostB: {e}"));
     eprintln!("[{tag}] 2 MiB TCP transfer verified in {:?}", t1.elapsed());
     cap.stop();
 

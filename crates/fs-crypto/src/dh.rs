@@ -136,7 +136,7 @@ impl KeyExchange {
                     .map_err(|_| CryptoError::Backend)?;
                 let peer = UnparsedPublicKey::new(&X25519, peer_public);
                 // aws-lc rejects an all-zero result (low-order peer point, RFC 7748 6.1).
-                agreement::agree(&key, &peer, invalid, |s| Ok(Zeroizing::new(s.to_vec())))
+                agreement::agree(&key, peer, invalid, |s| Ok(Zeroizing::new(s.to_vec())))
             }
             DhGroup::Ecp256 => {
                 let key = PrivateKey::from_private_key(&ECDH_P256, &self.private)
@@ -146,7 +146,7 @@ impl KeyExchange {
                 sec1[1..].copy_from_slice(peer_public);
                 let peer = UnparsedPublicKey::new(&ECDH_P256, &sec1[..]);
                 // aws-lc checks the point is on the curve; the result is the x coordinate.
-                agreement::agree(&key, &peer, invalid, |s| Ok(Zeroizing::new(s.to_vec())))
+                agreement::agree(&key, peer, invalid, |s| Ok(Zeroizing::new(s.to_vec())))
             }
             DhGroup::Modp2048 => {
                 let p = modp2048_p();
@@ -231,11 +231,15 @@ mod tests {
     #[test]
     fn ecp256_rfc5903_vector() {
         let i = h("C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433");
-        let gi = h("DAD0B65394221CF9B051E1FECA5787D098DFE637FC90B9EF945D0C3772581180\
-                    5271A0461CDB8252D61F1C456FA3E59AB1F45B33ACCF5F58389E0577B8990BB3");
+        let gi = h(
+            "DAD0B65394221CF9B051E1FECA5787D098DFE637FC90B9EF945D0C3772581180\
+                    5271A0461CDB8252D61F1C456FA3E59AB1F45B33ACCF5F58389E0577B8990BB3",
+        );
         let r = h("C6EF9C5D78AE012A011164ACB397CE2088685D8F06BF9BE0B283AB46476BEE53");
-        let gr = h("D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
-                    56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB");
+        let gr = h(
+            "D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
+                    56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB",
+        );
         let gir = h("D6840F6B42F6EDAFD13116E0E12565202FEF8E9ECE7DCE03812464D04B9442DE");
         let a = KeyExchange::generate(DhGroup::Ecp256, &mut FixedRng(i)).unwrap();
         let b = KeyExchange::generate(DhGroup::Ecp256, &mut FixedRng(r)).unwrap();
@@ -249,12 +253,11 @@ mod tests {
     fn ecp256_retries_invalid_scalar() {
         // First candidate is the all-ones string (>= n), second is valid.
         let mut bytes = vec![0xff; 32];
-        bytes.extend(h("C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433"));
+        bytes.extend(h(
+            "C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433",
+        ));
         let a = KeyExchange::generate(DhGroup::Ecp256, &mut FixedRng(bytes)).unwrap();
-        assert_eq!(
-            a.public_key()[..4],
-            h("DAD0B653")[..],
-        );
+        assert_eq!(a.public_key()[..4], h("DAD0B653")[..],);
     }
 
     #[test]
@@ -286,15 +289,23 @@ mod tests {
         }
         // ECP-256: a point off the curve (valid x, y + 1).
         let a = KeyExchange::generate(DhGroup::Ecp256, &mut rng).unwrap();
-        let mut bad = h("D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
-                         56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB");
+        let mut bad = h(
+            "D12DFB5289C8D4F81208B70270398C342296970A0BCCB74C736FC7554494BF63\
+                         56FBF3CA366CC23E8157854C13C58D6AAC23F046ADA30F8353E74F33039872AB",
+        );
         bad[63] ^= 1;
-        assert_eq!(a.shared_secret(&bad), Err(CryptoError::InvalidPublicKey(DhGroup::Ecp256)));
+        assert_eq!(
+            a.shared_secret(&bad),
+            Err(CryptoError::InvalidPublicKey(DhGroup::Ecp256))
+        );
         // X25519: the low-order point of order 8 from RFC 7748 / libsodium's blacklist.
         let a = KeyExchange::generate(DhGroup::Curve25519, &mut rng).unwrap();
         let mut one = vec![0u8; 32];
         one[0] = 1;
-        assert_eq!(a.shared_secret(&one), Err(CryptoError::InvalidPublicKey(DhGroup::Curve25519)));
+        assert_eq!(
+            a.shared_secret(&one),
+            Err(CryptoError::InvalidPublicKey(DhGroup::Curve25519))
+        );
         // MODP: 1, p - 1, p and 0xff..ff are rejected.
         let a = KeyExchange::generate(DhGroup::Modp2048, &mut rng).unwrap();
         let p = modp2048_p();

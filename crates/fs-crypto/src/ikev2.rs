@@ -55,7 +55,14 @@ pub fn derive_rekeyed_ike_sa_keys(
 
 /// CHILD_SA KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr), `len` bytes (2.17). The caller splits
 /// it: initiator->responder SA first (encryption key then integrity key), then the reverse.
-pub fn child_keymat(prf: PrfAlg, sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+pub fn child_keymat(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    g_ir: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    len: usize,
+) -> Zeroizing<Vec<u8>> {
     let mut seed = Zeroizing::new(Vec::with_capacity(
         g_ir.map_or(0, <[u8]>::len) + ni.len() + nr.len(),
     ));
@@ -71,7 +78,14 @@ pub fn child_keymat(prf: PrfAlg, sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr
 /// = `message` (the sender's first message, IKE_SA_INIT, as sent) | `peer_nonce` |
 /// prf(SK_p, `id_payload_body`) and `id_payload_body` is the ID payload without its generic
 /// header (ID Type, 3 reserved bytes, data). `sk_p` is the sender's SK_pi or SK_pr.
-pub fn psk_auth(prf: PrfAlg, psk: &[u8], message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id_payload_body: &[u8]) -> Vec<u8> {
+pub fn psk_auth(
+    prf: PrfAlg,
+    psk: &[u8],
+    message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_payload_body: &[u8],
+) -> Vec<u8> {
     let key = prf.compute(psk, KEY_PAD);
     let maced_id = prf.compute(sk_p, id_payload_body);
     let mut signed = Vec::with_capacity(message.len() + peer_nonce.len() + maced_id.len());
@@ -94,7 +108,11 @@ fn split_ike_sa_keys(
     spi_r: u64,
 ) -> IkeSaKeys {
     let p = prf.output_len();
-    let a = if encr.is_aead() { 0 } else { integ.map_or(0, IntegAlg::key_len) };
+    let a = if encr.is_aead() {
+        0
+    } else {
+        integ.map_or(0, IntegAlg::key_len)
+    };
     let e = encr.key_len();
     let mut seed = Vec::with_capacity(ni.len() + nr.len() + 16);
     seed.extend_from_slice(ni);
@@ -147,13 +165,31 @@ mod tests {
     fn cavp_ikev2_kdf_sha256() {
         let (ni, nr, gir) = (h(CAVP_NI), h(CAVP_NR), h(CAVP_GIR));
         let prf = PrfAlg::HmacSha256;
-        assert_eq!(&*prf.compute(&[&ni[..], &nr[..]].concat(), &gir), &h(CAVP_SKEYSEED)[..]);
-        let seed = [&ni[..], &nr[..], &CAVP_SPII.to_be_bytes(), &CAVP_SPIR.to_be_bytes()].concat();
+        assert_eq!(
+            &*prf.compute(&[&ni[..], &nr[..]].concat(), &gir),
+            &h(CAVP_SKEYSEED)[..]
+        );
+        let seed = [
+            &ni[..],
+            &nr[..],
+            &CAVP_SPII.to_be_bytes(),
+            &CAVP_SPIR.to_be_bytes(),
+        ]
+        .concat();
         let dkm = h(CAVP_DKM);
         assert_eq!(&*prf.prf_plus(&h(CAVP_SKEYSEED), &seed, 132), &dkm[..]);
 
         // AES-GCM-128: 3 * 32 + 2 * 20 = 136 bytes; the first 132 are the CAVP DKM.
-        let k = derive_ike_sa_keys(prf, EncrAlg::AesGcm16_128, None, &ni, &nr, &gir, CAVP_SPII, CAVP_SPIR);
+        let k = derive_ike_sa_keys(
+            prf,
+            EncrAlg::AesGcm16_128,
+            None,
+            &ni,
+            &nr,
+            &gir,
+            CAVP_SPII,
+            CAVP_SPIR,
+        );
         assert_eq!(&*k.sk_d, &dkm[..32]);
         assert!(k.sk_ai.is_empty() && k.sk_ar.is_empty());
         assert_eq!(&*k.sk_ei, &dkm[32..52]);
@@ -165,7 +201,16 @@ mod tests {
         // Rekey: SKEYSEED = prf(SK_d, g^ir (new) | Ni | Nr).
         let gir_new = h(CAVP_GIR_NEW);
         let r = derive_rekeyed_ike_sa_keys(
-            prf, &dkm[..32], prf, EncrAlg::AesGcm16_128, None, &gir_new, &ni, &nr, 1, 2,
+            prf,
+            &dkm[..32],
+            prf,
+            EncrAlg::AesGcm16_128,
+            None,
+            &gir_new,
+            &ni,
+            &nr,
+            1,
+            2,
         );
         let seed = [&ni[..], &nr[..], &1u64.to_be_bytes(), &2u64.to_be_bytes()].concat();
         let km = prf.prf_plus(&h(CAVP_SKEYSEED_REKEY), &seed, 136);
@@ -248,7 +293,9 @@ mod tests {
             0x1112131415161718,
         );
         let km = h(KAT_IKE_KM);
-        let parts = [&k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr];
+        let parts = [
+            &k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr,
+        ];
         let lens = [48, 32, 32, 32, 32, 48, 48];
         let mut off = 0;
         for (p, l) in parts.iter().zip(lens) {
@@ -279,10 +326,12 @@ mod tests {
             0x3132333435363738,
         );
         let rk = h(KAT_REKEY_KM);
-        let joined: Vec<u8> = [&r.sk_d, &r.sk_ai, &r.sk_ar, &r.sk_ei, &r.sk_er, &r.sk_pi, &r.sk_pr]
-            .iter()
-            .flat_map(|v| v.iter().copied())
-            .collect();
+        let joined: Vec<u8> = [
+            &r.sk_d, &r.sk_ai, &r.sk_ar, &r.sk_ei, &r.sk_er, &r.sk_pi, &r.sk_pr,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().copied())
+        .collect();
         assert_eq!(joined, rk);
         assert_eq!((r.sk_ei.len(), r.sk_ai.len(), r.sk_pr.len()), (20, 0, 32));
         let _ = gir;
@@ -321,7 +370,10 @@ mod tests {
                     assert_eq!(k.sk_d.len(), p);
                     assert_eq!((k.sk_pi.len(), k.sk_pr.len()), (p, p));
                     assert_eq!((k.sk_ai.len(), k.sk_ar.len()), (a, a));
-                    assert_eq!((k.sk_ei.len(), k.sk_er.len()), (encr.key_len(), encr.key_len()));
+                    assert_eq!(
+                        (k.sk_ei.len(), k.sk_er.len()),
+                        (encr.key_len(), encr.key_len())
+                    );
                     assert_ne!(k.sk_ei, k.sk_er);
                 }
             }

@@ -134,9 +134,18 @@ mod tests {
             },
         ];
         for c in &cases {
-            assert_eq!(&*PrfAlg::HmacSha256.compute(&c.key, &c.data), &h(c.s256)[..]);
-            assert_eq!(&*PrfAlg::HmacSha384.compute(&c.key, &c.data), &h(c.s384)[..]);
-            assert_eq!(&*PrfAlg::HmacSha512.compute(&c.key, &c.data), &h(c.s512)[..]);
+            assert_eq!(
+                &*PrfAlg::HmacSha256.compute(&c.key, &c.data),
+                &h(c.s256)[..]
+            );
+            assert_eq!(
+                &*PrfAlg::HmacSha384.compute(&c.key, &c.data),
+                &h(c.s384)[..]
+            );
+            assert_eq!(
+                &*PrfAlg::HmacSha512.compute(&c.key, &c.data),
+                &h(c.s512)[..]
+            );
         }
     }
 
@@ -147,7 +156,10 @@ mod tests {
         let data = b"Test With Truncation";
         let t = PrfAlg::HmacSha256.compute(&key, data);
         assert_eq!(&t[..16], &h("a3b6167473100ee06e0c796c2955552b")[..]);
-        assert_eq!(IntegAlg::HmacSha256_128.compute(&key, data), h("a3b6167473100ee06e0c796c2955552b"));
+        assert_eq!(
+            IntegAlg::HmacSha256_128.compute(&key, data),
+            h("a3b6167473100ee06e0c796c2955552b")
+        );
         let t = PrfAlg::HmacSha384.compute(&key, data);
         assert_eq!(&t[..16], &h("3abf34c3503b2a23a46efc619baef897")[..]);
         let t = PrfAlg::HmacSha512.compute(&key, data);

@@ -14,6 +14,7 @@
 pub mod netns;
 pub mod pkt;
 pub mod route;
+pub mod signals;
 mod sock;
 pub mod tables;
 

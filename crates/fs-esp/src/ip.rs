@@ -332,7 +332,12 @@ fn is_icmpv4_error(t: u8) -> bool {
 /// `mtu`, quoting as much of `orig` as fits in 576 bytes. Returns the reply length in `out`.
 /// `Malformed` if `orig` is not IPv4, is a non-first fragment or an ICMP error itself;
 /// `BufferTooSmall` if `out` cannot hold the reply.
-pub fn icmpv4_frag_needed(orig: &[u8], mtu: u16, src: Ipv4Addr, out: &mut [u8]) -> Result<usize, EspError> {
+pub fn icmpv4_frag_needed(
+    orig: &[u8],
+    mtu: u16,
+    src: Ipv4Addr,
+    out: &mut [u8],
+) -> Result<usize, EspError> {
     let p = Ipv4Packet::new_checked(orig)?;
     if p.frag_offset() != 0 {
         return Err(EspError::Malformed);
@@ -379,7 +384,12 @@ pub fn icmpv4_frag_needed(orig: &[u8], mtu: u16, src: Ipv4Addr, out: &mut [u8]) 
 /// `orig`, from `src` to `orig`'s source, announcing `mtu`, quoting as much of `orig` as fits
 /// in 1280 bytes. Returns the reply length in `out`. `Malformed` if `orig` is not IPv6 or is an
 /// ICMPv6 error message itself; `BufferTooSmall` if `out` cannot hold the reply.
-pub fn icmpv6_packet_too_big(orig: &[u8], mtu: u32, src: Ipv6Addr, out: &mut [u8]) -> Result<usize, EspError> {
+pub fn icmpv6_packet_too_big(
+    orig: &[u8],
+    mtu: u32,
+    src: Ipv6Addr,
+    out: &mut [u8],
+) -> Result<usize, EspError> {
     let p = Ipv6Packet::new_checked(orig)?;
     if let Ok(ul) = p.upper_layer() {
         if ul.protocol == proto::ICMPV6 {
@@ -454,8 +464,18 @@ pub(crate) mod testpkt {
         p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
         p[6] = ext.first().map_or(protocol, |e| e.0);
         p[7] = 64;
-        p[8..24].copy_from_slice(&"2001:db8:1::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        p[24..40].copy_from_slice(&"2001:db8:2::20".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[8..24].copy_from_slice(
+            &"2001:db8:1::10"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[24..40].copy_from_slice(
+            &"2001:db8:2::20"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
         let mut off = 40;
         for (i, (_, e)) in ext.iter().enumerate() {
             p[off..off + e.len()].copy_from_slice(e);
@@ -530,7 +550,11 @@ mod tests {
     fn ipv4_malformed() {
         let p = ipv4(proto::UDP, 10);
         for n in 0..p.len() {
-            assert_eq!(PacketInfo::parse(&p[..n]), Err(EspError::Malformed), "len {n}");
+            assert_eq!(
+                PacketInfo::parse(&p[..n]),
+                Err(EspError::Malformed),
+                "len {n}"
+            );
         }
         let mut q = p.clone();
         q[0] = 0x44; // IHL 4 < 5
@@ -553,24 +577,43 @@ mod tests {
         assert_eq!(i.version, 6);
         assert_eq!(i.src, "2001:db8:1::10".parse::<IpAddr>().unwrap());
         assert_eq!(i.dst, "2001:db8:2::20".parse::<IpAddr>().unwrap());
-        assert_eq!((i.protocol, i.src_port, i.dst_port, i.len), (proto::TCP, Some(5555), Some(443), 68));
+        assert_eq!(
+            (i.protocol, i.src_port, i.dst_port, i.len),
+            (proto::TCP, Some(5555), Some(443), 68)
+        );
 
         let hbh = (proto::HOP_BY_HOP, vec![0, 0, 1, 4, 0, 0, 0, 0]);
-        let rt = (proto::ROUTING, vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let rt = (
+            proto::ROUTING,
+            vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
         let dst = (proto::DEST_OPTS, vec![0, 0, 1, 4, 0, 0, 0, 0]);
         let frag0 = (proto::FRAGMENT, vec![0, 0, 0, 1, 0, 0, 0, 7]); // offset 0, M=1
         let p = ipv6(proto::UDP, &[hbh.clone(), rt, dst.clone(), frag0], 4);
         let v = Ipv6Packet::new_checked(&p).unwrap();
         assert_eq!(v.next_header(), proto::HOP_BY_HOP);
         let ul = v.upper_layer().unwrap();
-        assert_eq!(ul, UpperLayer { protocol: proto::UDP, offset: 40 + 40, first_fragment: true });
+        assert_eq!(
+            ul,
+            UpperLayer {
+                protocol: proto::UDP,
+                offset: 40 + 40,
+                first_fragment: true
+            }
+        );
         let i = PacketInfo::parse(&p).unwrap();
-        assert_eq!((i.protocol, i.src_port, i.dst_port), (proto::UDP, Some(5555), Some(443)));
+        assert_eq!(
+            (i.protocol, i.src_port, i.dst_port),
+            (proto::UDP, Some(5555), Some(443))
+        );
 
         let frag1 = (proto::FRAGMENT, vec![0, 0, 0, 0x18, 0, 0, 0, 7]); // offset 3
         let p = ipv6(proto::SCTP, &[hbh, frag1], 4);
         let i = PacketInfo::parse(&p).unwrap();
-        assert_eq!((i.protocol, i.src_port, i.dst_port), (proto::SCTP, None, None));
+        assert_eq!(
+            (i.protocol, i.src_port, i.dst_port),
+            (proto::SCTP, None, None)
+        );
 
         // Truncated extension header.
         let p = ipv6(proto::UDP, &[dst], 0);
@@ -586,7 +629,10 @@ mod tests {
     #[test]
     fn checksum_rfc1071_example() {
         // RFC 1071 example words: 0001 f203 f4f5 f6f7 -> sum ddf2, checksum 220d.
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0x220d);
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0x220d
+        );
         // Odd length.
         assert_eq!(checksum(&[0xff]), !0xff00);
         // Large input does not overflow.
@@ -618,11 +664,20 @@ mod tests {
         // No errors about ICMP errors; output too small.
         let mut err = ipv4(proto::ICMP, 4);
         err[20] = 3;
-        assert_eq!(icmpv4_frag_needed(&err, 1400, me, &mut out), Err(EspError::Malformed));
+        assert_eq!(
+            icmpv4_frag_needed(&err, 1400, me, &mut out),
+            Err(EspError::Malformed)
+        );
         err[20] = 8; // echo request is fine
         assert!(icmpv4_frag_needed(&err, 1400, me, &mut out).is_ok());
-        assert_eq!(icmpv4_frag_needed(&orig, 1400, me, &mut out[..20]), Err(EspError::BufferTooSmall));
-        assert_eq!(icmpv4_frag_needed(&[0x45], 1400, me, &mut out), Err(EspError::Malformed));
+        assert_eq!(
+            icmpv4_frag_needed(&orig, 1400, me, &mut out[..20]),
+            Err(EspError::BufferTooSmall)
+        );
+        assert_eq!(
+            icmpv4_frag_needed(&[0x45], 1400, me, &mut out),
+            Err(EspError::Malformed)
+        );
     }
 
     #[test]
@@ -638,7 +693,10 @@ mod tests {
         assert_eq!(r.dst(), "2001:db8:1::10".parse::<Ipv6Addr>().unwrap());
         let icmp = r.payload();
         assert_eq!((icmp[0], icmp[1]), (2, 0));
-        assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1400);
+        assert_eq!(
+            u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+            1400
+        );
         assert_eq!(&icmp[8..], &orig[..1232]);
         let mut sum = checksum_add(0, &r.src().octets());
         sum = checksum_add(sum, &r.dst().octets());
@@ -649,9 +707,15 @@ mod tests {
         // Not in response to ICMPv6 errors.
         let mut err = ipv6(proto::ICMPV6, &[], 0);
         err[40] = 1;
-        assert_eq!(icmpv6_packet_too_big(&err, 1280, me, &mut out), Err(EspError::Malformed));
+        assert_eq!(
+            icmpv6_packet_too_big(&err, 1280, me, &mut out),
+            Err(EspError::Malformed)
+        );
         err[40] = 128;
         assert!(icmpv6_packet_too_big(&err, 1280, me, &mut out).is_ok());
-        assert_eq!(icmpv6_packet_too_big(&orig, 1280, me, &mut out[..100]), Err(EspError::BufferTooSmall));
+        assert_eq!(
+            icmpv6_packet_too_big(&orig, 1280, me, &mut out[..100]),
+            Err(EspError::BufferTooSmall)
+        );
     }
 }

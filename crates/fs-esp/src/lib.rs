@@ -10,7 +10,10 @@ pub mod ip;
 pub mod replay;
 pub mod sa;
 
-pub use sa::{Counters, Decapsulated, EspError, InboundSa, Mode, OutboundSa, SaConfig};
+pub use fs_crypto::{EncrAlg, IntegAlg};
+pub use ip::PacketInfo;
+pub use replay::ReplayWindow;
+pub use sa::{Counters, Decapsulated, EspError, InboundSa, Mode, OutboundSa, SaConfig, NH_NO_NEXT};
 
 /// ESP header: SPI (4) + sequence number (4).
 pub const ESP_HEADER_LEN: usize = 8;

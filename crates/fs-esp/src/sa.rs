@@ -164,7 +164,11 @@ impl OutboundSa {
     /// Bytes the ESP encapsulation adds at most to an inner packet (header, IV, padding,
     /// trailer, ICV); the output buffer needs `inner.len() + max_overhead()`.
     pub fn max_overhead(&self) -> usize {
-        crate::ESP_HEADER_LEN + self.transform.iv_len() + (self.align - 1) + 2 + self.transform.icv_len()
+        crate::ESP_HEADER_LEN
+            + self.transform.iv_len()
+            + (self.align - 1)
+            + 2
+            + self.transform.icv_len()
     }
 
     /// Exact ESP packet length for an inner packet of `inner_len` bytes.
@@ -185,7 +189,12 @@ impl OutboundSa {
 
     /// Write the ESP packet (SPI .. ICV; no outer IP/UDP header) for `inner` into `out` and
     /// return its length. Takes the next sequence number atomically. Allocation-free.
-    pub fn encapsulate(&self, inner: &[u8], next_header: u8, out: &mut [u8]) -> Result<usize, EspError> {
+    pub fn encapsulate(
+        &self,
+        inner: &[u8],
+        next_header: u8,
+        out: &mut [u8],
+    ) -> Result<usize, EspError> {
         let total = self.encapsulated_len(inner.len());
         if out.len() < total {
             return Err(EspError::BufferTooSmall);
@@ -193,7 +202,13 @@ impl OutboundSa {
         let limit = self.seq_limit();
         let seq = self
             .seq
-            .fetch_update(Relaxed, Relaxed, |s| if s >= limit { None } else { Some(s + 1) })
+            .fetch_update(Relaxed, Relaxed, |s| {
+                if s >= limit {
+                    None
+                } else {
+                    Some(s + 1)
+                }
+            })
             .map_err(|_| EspError::SeqExhausted)?
             + 1;
 
@@ -321,7 +336,8 @@ impl InboundSa {
             return Err(EspError::Malformed);
         }
         let ct_len = pkt.len() - hdr - iv_len - icv_len;
-        if self.cbc && ct_len % self.transform.block_len() != 0 {
+        // Block lengths are powers of two (16); a mask keeps the 1.80 MSRV (no is_multiple_of).
+        if self.cbc && ct_len & (self.transform.block_len() - 1) != 0 {
             return Err(EspError::Malformed);
         }
         let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
@@ -331,11 +347,14 @@ impl InboundSa {
         let seq_low = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
         let seq = self.window().check(seq_low).map_err(|_| EspError::Replay)?;
         let esn_high = self.esn.then_some((seq >> 32) as u32);
-        let plain = self.transform.open(pkt, hdr, esn_high).map_err(|e| match e {
-            CryptoError::IntegrityCheckFailed => EspError::AuthFailed,
-            CryptoError::InvalidBuffer(_) | CryptoError::NotBlockAligned => EspError::Malformed,
-            _ => EspError::Crypto,
-        })?;
+        let plain = self
+            .transform
+            .open(pkt, hdr, esn_high)
+            .map_err(|e| match e {
+                CryptoError::IntegrityCheckFailed => EspError::AuthFailed,
+                CryptoError::InvalidBuffer(_) | CryptoError::NotBlockAligned => EspError::Malformed,
+                _ => EspError::Crypto,
+            })?;
         if plain.len() < 2 || plain.end > pkt.len() {
             return Err(EspError::Malformed);
         }
@@ -399,7 +418,9 @@ mod tests {
             encr,
             integ,
             encr_key: (0..encr.key_len()).map(|i| i as u8 ^ 0x5a).collect(),
-            integ_key: integ.map_or(Vec::new(), |a| (0..a.key_len()).map(|i| i as u8 ^ 0x3c).collect()),
+            integ_key: integ.map_or(Vec::new(), |a| {
+                (0..a.key_len()).map(|i| i as u8 ^ 0x3c).collect()
+            }),
             mode,
             replay_window: window,
             esn,
@@ -460,7 +481,9 @@ mod tests {
                         assert_eq!(&pkt[8..16], &seq.to_be_bytes(), "AEAD IV = seq");
                     }
                     let mut rx = pkt.clone();
-                    let d = inb.decapsulate(&mut rx).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let d = inb
+                        .decapsulate(&mut rx)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert_eq!(d.next_header, *nh);
                     assert_eq!(d.seq, seq);
                     assert_eq!(&rx[d.inner.clone()], &inner[..], "{what}");
@@ -471,15 +494,35 @@ mod tests {
                 }
                 let n = inners.len() as u64;
                 assert_eq!(out.seq(), n);
-                assert_eq!(out.counters(), Counters { packets: n, bytes, ..Default::default() });
-                assert_eq!(inb.counters(), Counters { packets: n, bytes, ..Default::default() });
+                assert_eq!(
+                    out.counters(),
+                    Counters {
+                        packets: n,
+                        bytes,
+                        ..Default::default()
+                    }
+                );
+                assert_eq!(
+                    inb.counters(),
+                    Counters {
+                        packets: n,
+                        bytes,
+                        ..Default::default()
+                    }
+                );
             }
         }
     }
 
     #[test]
     fn cbc_ivs_are_unique_and_not_the_counter() {
-        let c = cfg(EncrAlg::AesCbc256, Some(IntegAlg::HmacSha256_128), Mode::Tunnel, 64, false);
+        let c = cfg(
+            EncrAlg::AesCbc256,
+            Some(IntegAlg::HmacSha256_128),
+            Mode::Tunnel,
+            64,
+            false,
+        );
         let out = OutboundSa::new(&c).unwrap();
         let a = encap(&out, &ipv4(17, 10), NH_IPV4);
         let b = encap(&out, &ipv4(17, 10), NH_IPV4);
@@ -497,7 +540,10 @@ mod tests {
         let out = OutboundSa::new(&c).unwrap();
         let inner = ipv4(17, 50);
         let mut buf = vec![0u8; out.encapsulated_len(inner.len()) - 1];
-        assert_eq!(out.encapsulate(&inner, NH_IPV4, &mut buf), Err(EspError::BufferTooSmall));
+        assert_eq!(
+            out.encapsulate(&inner, NH_IPV4, &mut buf),
+            Err(EspError::BufferTooSmall)
+        );
         assert_eq!(out.seq(), 0);
     }
 
@@ -521,7 +567,12 @@ mod tests {
                 let mut rx = pkt.clone();
                 rx[pos] ^= 0x10; // never turns seq 1 into the invalid 0
                 let r = inb.decapsulate(&mut rx);
-                assert_eq!(r, Err(EspError::AuthFailed), "{} pos {pos}", name(encr, integ));
+                assert_eq!(
+                    r,
+                    Err(EspError::AuthFailed),
+                    "{} pos {pos}",
+                    name(encr, integ)
+                );
                 fails += 1;
             }
             assert_eq!(inb.counters().dropped_auth, fails);
@@ -566,12 +617,17 @@ mod tests {
     fn out_of_order_and_too_old() {
         let c = cfg(EncrAlg::ChaCha20Poly1305, None, Mode::Tunnel, 1024, false);
         let (out, inb) = pair(&c);
-        let pkts: Vec<Vec<u8>> = (0..1100).map(|_| encap(&out, &ipv4(17, 8), NH_IPV4)).collect();
+        let pkts: Vec<Vec<u8>> = (0..1100)
+            .map(|_| encap(&out, &ipv4(17, 8), NH_IPV4))
+            .collect();
         assert!(inb.decapsulate(&mut pkts[1099].clone()).is_ok()); // seq 1100
         assert!(inb.decapsulate(&mut pkts[500].clone()).is_ok()); // inside the window
         assert_eq!(inb.decapsulate(&mut pkts[0].clone()), Err(EspError::Replay)); // left
         assert!(inb.decapsulate(&mut pkts[76].clone()).is_ok()); // seq 77 = lowest in window
-        assert_eq!(inb.decapsulate(&mut pkts[75].clone()), Err(EspError::Replay));
+        assert_eq!(
+            inb.decapsulate(&mut pkts[75].clone()),
+            Err(EspError::Replay)
+        );
     }
 
     #[test]
@@ -609,7 +665,8 @@ mod tests {
         }
         buf.extend_from_slice(plaintext);
         buf.resize(buf.len() + t.icv_len(), 0);
-        t.seal(&mut buf, 8, c.esn.then_some((seq >> 32) as u32)).unwrap();
+        t.seal(&mut buf, 8, c.esn.then_some((seq >> 32) as u32))
+            .unwrap();
         buf
     }
 
@@ -619,7 +676,7 @@ mod tests {
             let c = cfg(encr, integ, Mode::Tunnel, 1024, false);
             let inb = InboundSa::new(&c).unwrap();
             let mut payload = ipv4(17, 0); // 28 bytes
-            // Sanity: correct padding accepted (28 + 2 + 2 = 32).
+                                           // Sanity: correct padding accepted (28 + 2 + 2 = 32).
             let mut good = payload.clone();
             good.extend_from_slice(&[1, 2, 2, NH_IPV4]);
             let mut pkt = seal_raw(&c, 1, &good);
@@ -628,16 +685,28 @@ mod tests {
             // Wrong padding bytes.
             let mut bad = payload.clone();
             bad.extend_from_slice(&[1, 3, 2, NH_IPV4]);
-            assert_eq!(inb.decapsulate(&mut seal_raw(&c, 2, &bad)), Err(EspError::BadPadding));
+            assert_eq!(
+                inb.decapsulate(&mut seal_raw(&c, 2, &bad)),
+                Err(EspError::BadPadding)
+            );
             let mut bad = payload.clone();
             bad.extend_from_slice(&[0, 0, 2, NH_IPV4]);
-            assert_eq!(inb.decapsulate(&mut seal_raw(&c, 3, &bad)), Err(EspError::BadPadding));
+            assert_eq!(
+                inb.decapsulate(&mut seal_raw(&c, 3, &bad)),
+                Err(EspError::BadPadding)
+            );
             // pad_len longer than the plaintext.
             payload.extend_from_slice(&[1, 2, 250, NH_IPV4]);
-            assert_eq!(inb.decapsulate(&mut seal_raw(&c, 4, &payload)), Err(EspError::BadPadding));
+            assert_eq!(
+                inb.decapsulate(&mut seal_raw(&c, 4, &payload)),
+                Err(EspError::BadPadding)
+            );
             assert_eq!(inb.counters().dropped_malformed, 3);
             // Authenticated packets enter the window even when their padding is bad.
-            assert_eq!(inb.decapsulate(&mut seal_raw(&c, 2, &bad)), Err(EspError::Replay));
+            assert_eq!(
+                inb.decapsulate(&mut seal_raw(&c, 2, &bad)),
+                Err(EspError::Replay)
+            );
         }
     }
 
@@ -653,7 +722,10 @@ mod tests {
         let mut pkt = encap(&out, &[0; 30], NH_NO_NEXT);
         assert_eq!(inb.decapsulate(&mut pkt), Err(EspError::Dummy));
         let cn = inb.counters();
-        assert_eq!((cn.packets, cn.dropped_malformed, cn.dropped_auth), (0, 1, 0));
+        assert_eq!(
+            (cn.packets, cn.dropped_malformed, cn.dropped_auth),
+            (0, 1, 0)
+        );
 
         let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Transport, 1024, false);
         let (out, inb) = pair(&c);
@@ -675,7 +747,10 @@ mod tests {
         assert_eq!(inb.decapsulate(&mut pkt).unwrap().seq, u64::from(u32::MAX));
         let mut buf = vec![0u8; 200];
         for _ in 0..3 {
-            assert_eq!(out.encapsulate(&inner, NH_IPV4, &mut buf), Err(EspError::SeqExhausted));
+            assert_eq!(
+                out.encapsulate(&inner, NH_IPV4, &mut buf),
+                Err(EspError::SeqExhausted)
+            );
         }
         assert_eq!(out.seq(), u64::from(u32::MAX));
         assert_eq!(out.counters().packets, 1);
@@ -684,7 +759,10 @@ mod tests {
         let out = OutboundSa::new(&c).unwrap();
         out.set_seq_for_testing(u64::MAX - 1);
         assert!(out.encapsulate(&inner, NH_IPV4, &mut buf).is_ok());
-        assert_eq!(out.encapsulate(&inner, NH_IPV4, &mut buf), Err(EspError::SeqExhausted));
+        assert_eq!(
+            out.encapsulate(&inner, NH_IPV4, &mut buf),
+            Err(EspError::SeqExhausted)
+        );
         assert_eq!(out.seq(), u64::MAX);
     }
 
@@ -702,14 +780,19 @@ mod tests {
             }
             // Reordered across the wrap.
             for i in [0usize, 5, 1, 4, 2, 7, 3, 6] {
-                let d = inb.decapsulate(&mut pkts[i].clone()).unwrap_or_else(|e| panic!("{i}: {e}"));
+                let d = inb
+                    .decapsulate(&mut pkts[i].clone())
+                    .unwrap_or_else(|e| panic!("{i}: {e}"));
                 assert_eq!(d.seq, start + i as u64);
             }
             assert_eq!(inb.decapsulate(&mut pkts[2].clone()), Err(EspError::Replay));
             // The high bits are authenticated: a non-ESN receiver cannot open them.
             let c2 = cfg(encr, integ, Mode::Tunnel, 1024, false);
             let inb2 = InboundSa::new(&c2).unwrap();
-            assert_eq!(inb2.decapsulate(&mut pkts[6].clone()), Err(EspError::AuthFailed));
+            assert_eq!(
+                inb2.decapsulate(&mut pkts[6].clone()),
+                Err(EspError::AuthFailed)
+            );
         }
     }
 
@@ -717,7 +800,13 @@ mod tests {
     fn concurrent_encapsulation() {
         const THREADS: usize = 4;
         const PER: usize = 2000;
-        let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, crate::replay::MAX_WINDOW, false);
+        let c = cfg(
+            EncrAlg::AesGcm16_256,
+            None,
+            Mode::Tunnel,
+            crate::replay::MAX_WINDOW,
+            false,
+        );
         let (out, inb) = pair(&c);
         let (out, inb) = (Arc::new(out), Arc::new(inb));
         let handles: Vec<_> = (0..THREADS)
@@ -725,16 +814,27 @@ mod tests {
                 let out = Arc::clone(&out);
                 std::thread::spawn(move || {
                     let inner = ipv4(17, t * 10);
-                    (0..PER).map(|_| encap(&out, &inner, NH_IPV4)).collect::<Vec<_>>()
+                    (0..PER)
+                        .map(|_| encap(&out, &inner, NH_IPV4))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut pkts: Vec<Vec<u8>> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-        let mut seqs: Vec<u32> = pkts.iter().map(|p| u32::from_be_bytes([p[4], p[5], p[6], p[7]])).collect();
+        let mut pkts: Vec<Vec<u8>> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let mut seqs: Vec<u32> = pkts
+            .iter()
+            .map(|p| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+            .collect();
         seqs.sort_unstable();
         seqs.dedup();
         assert_eq!(seqs.len(), THREADS * PER);
-        assert_eq!((seqs[0], *seqs.last().unwrap()), (1, (THREADS * PER) as u32));
+        assert_eq!(
+            (seqs[0], *seqs.last().unwrap()),
+            (1, (THREADS * PER) as u32)
+        );
         assert_eq!(out.counters().packets, (THREADS * PER) as u64);
         // Decapsulate concurrently too.
         let chunks: Vec<Vec<Vec<u8>>> = (0..THREADS)

@@ -1,10 +1,21 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
-use crate::config::{fs_esp_mode::Mode, Config};
-use fs_crypto::{EncrAlg, IntegAlg, Rng};
+use crate::config::{fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, RetransmitConfig};
+use crate::proposals::{self, EspSuite, IkeSuite};
+use crate::sk::{self, OpenError};
+use fs_crypto::dh::KeyExchange;
+use fs_crypto::{ikev2, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
+use fs_wire::id::Identity;
+use fs_wire::ike::{
+    auth_method, exchange, flags, notify_name, notify_type as nt, protocol_id, Delete, Header, IdPayload, Message,
+    Payload, Proposal, IKE_VERSION,
+};
 use fs_wire::ts::TrafficSelector;
 use serde::Serialize;
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 /// A datagram to send. `data` is the IKE message; the I/O layer adds the 4-byte non-ESP marker
 /// when either port is 4500.
@@ -70,6 +81,10 @@ pub enum Event {
     IkeSaClosed { ike_sa: u64, conn: String, reason: CloseReason },
     ChildSaInstalled(Box<ChildSa>),
     ChildSaRemoved { ike_sa: u64, conn: String, child: String, spi_in: u32, spi_out: u32 },
+    /// A CHILD_SA could not be negotiated (e.g. TS_UNACCEPTABLE or NO_PROPOSAL_CHOSEN for the
+    /// child in IKE_AUTH or CREATE_CHILD_SA); the IKE SA stays up (RFC 7296 2.21.2). `child` is
+    /// empty when the responder found no matching child configuration.
+    ChildSaFailed { ike_sa: u64, conn: String, child: String, reason: CloseReason },
 }
 
 /// Errors from commands (not from peer input: peer input never errors, it is dropped/answered).
@@ -126,65 +141,3 @@ pub struct IkeSaInfo {
     pub child_sas: Vec<ChildSaInfo>,
 }
 
-/// The IKE endpoint. IMPLEMENTATION: fs-ike owner.
-pub struct Endpoint {
-    #[allow(dead_code)]
-    config: Config,
-    #[allow(dead_code)]
-    rng: Box<dyn Rng>,
-}
-
-impl Endpoint {
-    pub fn new(config: Config, rng: Box<dyn Rng>) -> Self {
-        Endpoint { config, rng }
-    }
-    /// Replace the configuration (existing SAs are kept).
-    pub fn set_config(&mut self, config: Config) {
-        self.config = config;
-    }
-    /// An IKE datagram arrived (non-ESP marker already stripped).
-    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
-        let _ = (now, local, remote, data);
-        todo!("fs-ike")
-    }
-    /// Establish connection `conn` (IKE SA plus all its children, or only `child` if given).
-    pub fn initiate(&mut self, now: Instant, conn: &str, child: Option<&str>) -> Result<(), IkeError> {
-        let _ = (now, conn, child);
-        todo!("fs-ike")
-    }
-    /// A packet matched a trapped child with no SA: initiate it unless already in progress.
-    pub fn acquire(&mut self, now: Instant, conn: &str, child: &str) -> Result<(), IkeError> {
-        let _ = (now, conn, child);
-        todo!("fs-ike")
-    }
-    /// Delete the IKE SA(s) of `conn` (sends INFORMATIONAL Delete).
-    pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), IkeError> {
-        let _ = (now, conn);
-        todo!("fs-ike")
-    }
-    /// Delete every IKE SA (daemon shutdown).
-    pub fn shutdown(&mut self, now: Instant) {
-        let _ = now;
-        todo!("fs-ike")
-    }
-    /// Run timers due at `now` (retransmissions, timeouts, rekeys, DPD).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!("fs-ike")
-    }
-    /// The earliest pending timer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!("fs-ike")
-    }
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!("fs-ike")
-    }
-    pub fn poll_event(&mut self) -> Option<Event> {
-        todo!("fs-ike")
-    }
-    /// Status of all IKE SAs.
-    pub fn status(&self, now: Instant) -> Vec<IkeSaInfo> {
-        let _ = now;
-        todo!("fs-ike")
-    }
-}

@@ -1,0 +1,662 @@
+//! `ferroswan run`: the control thread (owns the IKE [`Endpoint`]), the control socket, and
+//! the glue that applies IKE events to the data plane (SAs, policies, routes).
+use crate::config::FileConfig;
+use crate::control::{Request, Response, MAX_REQUEST};
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use fs_dataplane::{route, DataPlane, DataPlaneConfig, DpMessage, InboundEntry, OutboundEntry, Policy, PolicyAction};
+use fs_ike::{ChildSa, CloseReason, Endpoint, Event, StartAction};
+use ipnet::IpNet;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// How long shutdown waits for the Delete exchanges.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Default `up` timeout (seconds).
+const DEFAULT_UP_TIMEOUT: u64 = 30;
+/// Default `down` timeout (seconds).
+const DEFAULT_DOWN_TIMEOUT: u64 = 10;
+
+/// A control request with the channel to answer on.
+struct ControlMsg {
+    req: Request,
+    reply: Sender<Response>,
+}
+
+struct PendingUp {
+    conn: String,
+    ike_sa: Option<u64>,
+    children_needed: Vec<String>,
+    deadline: Instant,
+    lines: Vec<String>,
+    reply: Sender<Response>,
+}
+
+struct PendingDown {
+    conn: String,
+    deadline: Instant,
+    reply: Sender<Response>,
+}
+
+struct InstalledChild {
+    ike_sa: u64,
+    child: String,
+    spi_in: u32,
+    spi_out: u32,
+    nets: Vec<IpNet>,
+}
+
+/// Route reference counts towards the TUN device.
+struct Routes {
+    dev: String,
+    refs: HashMap<IpNet, usize>,
+}
+
+impl Routes {
+    fn add(&mut self, net: IpNet) {
+        let c = self.refs.entry(net).or_insert(0);
+        *c += 1;
+        if *c == 1 {
+            match route::replace(net, &self.dev) {
+                Ok(()) => debug!("route {net} dev {} installed", self.dev),
+                Err(e) => warn!("cannot install route {net} dev {}: {e}", self.dev),
+            }
+        }
+    }
+    fn release(&mut self, net: IpNet) {
+        if let Some(c) = self.refs.get_mut(&net) {
+            *c -= 1;
+            if *c == 0 {
+                self.refs.remove(&net);
+                if let Err(e) = route::delete(net, &self.dev) {
+                    debug!("cannot remove route {net}: {e}");
+                }
+            }
+        }
+    }
+    fn remove_all(&mut self) {
+        for (net, _) in self.refs.drain() {
+            let _ = route::delete(net, &self.dev);
+        }
+    }
+}
+
+fn nets_of(ts: &[fs_wire::ts::TrafficSelector]) -> Vec<IpNet> {
+    ts.iter()
+        .filter_map(|t| {
+            let n = t.to_net();
+            if n.is_none() {
+                warn!("selector {t} is not a CIDR prefix: no route installed for it");
+            }
+            n
+        })
+        .collect()
+}
+
+/// Failure reason string as printed and returned by `up`.
+pub fn reason_str(r: &CloseReason) -> String {
+    match r {
+        CloseReason::Deleted { .. } => "DELETED".into(),
+        CloseReason::AuthenticationFailed { .. } => "AUTHENTICATION_FAILED".into(),
+        CloseReason::NoProposalChosen { .. } => "NO_PROPOSAL_CHOSEN".into(),
+        CloseReason::TsUnacceptable { .. } => "TS_UNACCEPTABLE".into(),
+        CloseReason::Timeout => "TIMEOUT".into(),
+        CloseReason::Error(s) => s.clone(),
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use std::io::IsTerminal;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::new(v),
+        _ => tracing_subscriber::EnvFilter::new(level.unwrap_or("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// Run the daemon in the foreground. Returns the process exit code.
+pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
+    init_logging(cfg.daemon.log_level.as_deref());
+    // Before any thread exists, so that all threads inherit the blocked mask.
+    if let Err(e) = fs_dataplane::signals::block_term_signals() {
+        error!("cannot block signals: {e}");
+        return 1;
+    }
+    let control_path = control_override.unwrap_or_else(|| cfg.daemon.control_socket.clone());
+
+    let (dp_tx, dp_rx) = unbounded::<DpMessage>();
+    let mut bind = cfg.local_addrs();
+    if cfg.any_wildcard() {
+        bind.clear();
+    }
+    let dp = match DataPlane::start(
+        DataPlaneConfig {
+            tun_name: cfg.daemon.tun_name.clone(),
+            tun_mtu: cfg.daemon.tun_mtu,
+            ike_port: cfg.daemon.ike_port,
+            natt_port: cfg.daemon.natt_port,
+            bind,
+            ipv6: cfg.uses_ipv6(),
+        },
+        dp_tx,
+    ) {
+        Ok(dp) => dp,
+        Err(e) => {
+            error!("cannot start data plane: {e}");
+            return 1;
+        }
+    };
+
+    let listener = match bind_control(&control_path) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("control socket {}: {e}", control_path.display());
+            dp.stop();
+            return 1;
+        }
+    };
+    let (ctl_tx, ctl_rx) = unbounded::<ControlMsg>();
+    let _ = std::thread::Builder::new().name("control-accept".into()).spawn(move || accept_loop(listener, ctl_tx));
+    let (sig_tx, sig_rx) = unbounded::<i32>();
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+        let s = fs_dataplane::signals::wait();
+        if sig_tx.send(s).is_err() {
+            break;
+        }
+    });
+    info!("ferroswan started: {} connection(s), control socket {}", cfg.ike.connections.len(), control_path.display());
+
+    let mut d = Daemon {
+        endpoint: Endpoint::new(cfg.ike.clone(), Box::new(fs_crypto::SystemRng)),
+        routes: Routes { dev: dp.tun_name().to_string(), refs: HashMap::new() },
+        dp,
+        cfg,
+        pending_up: Vec::new(),
+        pending_down: Vec::new(),
+        installed: Vec::new(),
+    };
+    d.setup_policies();
+    d.initiate_start_children();
+    d.run_loop(dp_rx, ctl_rx, sig_rx);
+
+    d.dp.tables().clear_sas();
+    d.routes.remove_all();
+    let _ = std::fs::remove_file(&control_path);
+    d.dp.stop();
+    info!("ferroswan stopped");
+    0
+}
+
+fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another daemon is listening on it"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    Ok(l)
+}
+
+fn accept_loop(listener: UnixListener, tx: Sender<ControlMsg>) {
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let tx = tx.clone();
+        let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || handle_client(stream, tx));
+    }
+}
+
+fn handle_client(stream: UnixStream, tx: Sender<ControlMsg>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut w) = stream.try_clone() else { return };
+    let mut line = String::new();
+    let resp = match BufReader::new(stream.take(MAX_REQUEST)).read_line(&mut line) {
+        Err(e) => Response::fail(format!("cannot read request: {e}")),
+        Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => Response::fail("request too long"),
+        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
+            Err(e) => Response::fail(format!("invalid request: {e}")),
+            Ok(req) => {
+                let (rtx, rrx) = crossbeam_channel::bounded(1);
+                if tx.send(ControlMsg { req, reply: rtx }).is_err() {
+                    Response::fail("daemon is shutting down")
+                } else {
+                    rrx.recv().unwrap_or_else(|_| Response::fail("daemon is shutting down"))
+                }
+            }
+        },
+    };
+    if let Ok(mut s) = serde_json::to_string(&resp) {
+        s.push('\n');
+        let _ = w.write_all(s.as_bytes());
+    }
+}
+
+struct Daemon {
+    endpoint: Endpoint,
+    dp: DataPlane,
+    cfg: FileConfig,
+    routes: Routes,
+    pending_up: Vec<PendingUp>,
+    pending_down: Vec<PendingDown>,
+    installed: Vec<InstalledChild>,
+}
+
+impl Daemon {
+    /// Configured policies without SA: packets for a child that is not up are dropped (or
+    /// trigger an acquire for `trap` children) instead of leaving in cleartext.
+    fn setup_policies(&mut self) {
+        for c in &self.cfg.ike.connections {
+            for ch in &c.children {
+                let trap = ch.start_action == StartAction::Trap;
+                self.dp.tables().add_config_policy(&c.name, &ch.name, ch.local_ts.clone(), ch.remote_ts.clone(), trap);
+                if trap {
+                    for n in nets_of(&ch.remote_ts) {
+                        self.routes.add(n);
+                    }
+                }
+            }
+        }
+    }
+
+    fn initiate_start_children(&mut self) {
+        let now = Instant::now();
+        let conns: Vec<(String, Vec<String>, bool)> = self
+            .cfg
+            .ike
+            .connections
+            .iter()
+            .map(|c| {
+                let start: Vec<String> = c
+                    .children
+                    .iter()
+                    .filter(|ch| ch.start_action == StartAction::Start)
+                    .map(|ch| ch.name.clone())
+                    .collect();
+                let all = start.len() == c.children.len();
+                (c.name.clone(), start, all)
+            })
+            .collect();
+        for (conn, start, all) in conns {
+            if start.is_empty() {
+                continue;
+            }
+            let res = if all {
+                self.endpoint.initiate(now, &conn, None)
+            } else {
+                start.iter().try_for_each(|ch| self.endpoint.initiate(now, &conn, Some(ch)))
+            };
+            match res {
+                Ok(()) => info!("initiating {conn} (start_action = start)"),
+                Err(e) => warn!("cannot initiate {conn}: {e}"),
+            }
+        }
+    }
+
+    fn run_loop(&mut self, dp_rx: Receiver<DpMessage>, ctl_rx: Receiver<ControlMsg>, sig_rx: Receiver<i32>) {
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let mut deadline = now + Duration::from_secs(1);
+            if let Some(t) = self.endpoint.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            for p in &self.pending_up {
+                deadline = deadline.min(p.deadline);
+            }
+            for p in &self.pending_down {
+                deadline = deadline.min(p.deadline);
+            }
+            if let Some(s) = shutdown_deadline {
+                deadline = deadline.min(s);
+            }
+            let wait = deadline.saturating_duration_since(now);
+            select! {
+                recv(dp_rx) -> m => if let Ok(m) = m { self.on_dp(m) },
+                recv(ctl_rx) -> m => if let Ok(m) = m { self.on_control(m, shutdown_deadline.is_some()) },
+                recv(sig_rx) -> s => {
+                    if shutdown_deadline.is_some() {
+                        info!("second signal: exiting now");
+                        break;
+                    }
+                    info!("signal {}: deleting all SAs and shutting down", s.unwrap_or(0));
+                    let now = Instant::now();
+                    self.endpoint.shutdown(now);
+                    shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+                },
+                default(wait) => {},
+            }
+            let now = Instant::now();
+            self.endpoint.handle_timeout(now);
+            self.drain();
+            self.expire_pending(now);
+            if let Some(s) = shutdown_deadline {
+                if now >= s || self.endpoint.status(now).is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_dp(&mut self, m: DpMessage) {
+        let now = Instant::now();
+        match m {
+            DpMessage::Ike { local, remote, data } => self.endpoint.handle_datagram(now, local, remote, &data),
+            DpMessage::Acquire { conn, child } => {
+                if let Err(e) = self.endpoint.acquire(now, &conn, &child) {
+                    debug!("acquire {conn}/{child}: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, m: ControlMsg, shutting_down: bool) {
+        let now = Instant::now();
+        if shutting_down && !matches!(m.req, Request::Status) {
+            let _ = m.reply.send(Response::fail("daemon is shutting down"));
+            return;
+        }
+        match m.req {
+            Request::Status => {
+                let _ = m.reply.send(Response { ok: true, status: Some(self.status_json(now)), ..Default::default() });
+            }
+            Request::Up { conn, child, timeout } => {
+                let Some(cc) = self.cfg.ike.connections.iter().find(|c| c.name == conn) else {
+                    let _ = m.reply.send(Response::fail(format!("no connection named {conn:?}")));
+                    return;
+                };
+                let children_needed = match &child {
+                    Some(ch) => vec![ch.clone()],
+                    None => cc.children.iter().map(|c| c.name.clone()).collect(),
+                };
+                if let Err(e) = self.endpoint.initiate(now, &conn, child.as_deref()) {
+                    let _ = m.reply.send(Response::fail(e.to_string()));
+                    return;
+                }
+                let secs = timeout.unwrap_or(DEFAULT_UP_TIMEOUT).clamp(1, 3600);
+                self.pending_up.push(PendingUp {
+                    conn,
+                    ike_sa: None,
+                    children_needed,
+                    deadline: now + Duration::from_secs(secs),
+                    lines: Vec::new(),
+                    reply: m.reply,
+                });
+            }
+            Request::Down { conn, timeout } => {
+                if !self.cfg.ike.connections.iter().any(|c| c.name == conn) {
+                    let _ = m.reply.send(Response::fail(format!("no connection named {conn:?}")));
+                    return;
+                }
+                match self.endpoint.terminate(now, &conn) {
+                    Ok(()) => {
+                        let secs = timeout.unwrap_or(DEFAULT_DOWN_TIMEOUT).clamp(1, 3600);
+                        self.pending_down.push(PendingDown { conn, deadline: now + Duration::from_secs(secs), reply: m.reply });
+                    }
+                    Err(e) => {
+                        let _ = m.reply.send(Response { ok: true, lines: vec![e.to_string()], ..Default::default() });
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let (done, keep): (Vec<_>, Vec<_>) = self.pending_up.drain(..).partition(|p| now >= p.deadline);
+        self.pending_up = keep;
+        for p in done {
+            let mut r = Response::fail("TIMEOUT");
+            r.lines = p.lines;
+            let _ = p.reply.send(r);
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = self.pending_down.drain(..).partition(|p| now >= p.deadline);
+        self.pending_down = keep;
+        for p in done {
+            let _ = p.reply.send(Response {
+                ok: true,
+                lines: vec![format!("{}: no answer to Delete within timeout, SAs removed locally", p.conn)],
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Send every pending IKE datagram and apply every pending event.
+    fn drain(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let local = self.map_local(t.local);
+            if let Err(e) = self.dp.send_ike(local, t.remote, &t.data) {
+                warn!("sending IKE {} -> {} failed: {e}", local, t.remote);
+            }
+        }
+        while let Some(ev) = self.endpoint.poll_event() {
+            self.on_event(ev);
+        }
+    }
+
+    /// fs-ike speaks of ports 500/4500; map them to the configured local ports.
+    fn map_local(&self, local: SocketAddr) -> SocketAddr {
+        let d = &self.cfg.daemon;
+        let port = match local.port() {
+            500 => d.ike_port,
+            4500 => d.natt_port,
+            p => p,
+        };
+        SocketAddr::new(local.ip(), port)
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::IkeSaEstablished { ike_sa, conn, local, remote } => {
+                let line = format!("IKE_SA {conn}[{ike_sa}] established between {}...{}", local.ip(), remote.ip());
+                info!("{line}");
+                for p in self.pending_up.iter_mut().filter(|p| p.conn == conn && p.ike_sa.is_none()) {
+                    p.ike_sa = Some(ike_sa);
+                    p.lines.push(line.clone());
+                }
+                self.complete_ups();
+            }
+            Event::ChildSaInstalled(c) => self.install_child(*c),
+            Event::ChildSaRemoved { ike_sa, conn, child, spi_in, spi_out } => {
+                self.dp.tables().remove_child(spi_in, spi_out);
+                if let Some(i) = self.installed.iter().position(|c| c.spi_in == spi_in && c.spi_out == spi_out) {
+                    let c = self.installed.swap_remove(i);
+                    for n in c.nets {
+                        self.routes.release(n);
+                    }
+                }
+                info!("CHILD_SA {conn}{{{child}}} deleted SPIs {spi_in:08x}_i {spi_out:08x}_o (IKE_SA {conn}[{ike_sa}])");
+            }
+            Event::IkeSaClosed { ike_sa, conn, reason } => {
+                let line = match &reason {
+                    CloseReason::Deleted { by_peer } => {
+                        format!("IKE_SA {conn}[{ike_sa}] deleted{}", if *by_peer { " by peer" } else { "" })
+                    }
+                    r => format!("IKE_SA {conn}[{ike_sa}] failed: {}", reason_str(r)),
+                };
+                if matches!(reason, CloseReason::Deleted { .. }) {
+                    info!("{line}");
+                } else {
+                    warn!("{line}");
+                }
+                // Drop any data-plane state the IKE layer may not have removed explicitly.
+                let stale: Vec<(u32, u32)> =
+                    self.installed.iter().filter(|c| c.ike_sa == ike_sa).map(|c| (c.spi_in, c.spi_out)).collect();
+                for (i, o) in stale {
+                    self.on_event(Event::ChildSaRemoved {
+                        ike_sa,
+                        conn: conn.clone(),
+                        child: String::new(),
+                        spi_in: i,
+                        spi_out: o,
+                    });
+                }
+                let (hit, keep): (Vec<_>, Vec<_>) = self
+                    .pending_up
+                    .drain(..)
+                    .partition(|p| p.conn == conn && p.ike_sa.map_or(true, |id| id == ike_sa));
+                self.pending_up = keep;
+                for mut p in hit {
+                    p.lines.push(line.clone());
+                    let mut r = Response::fail(reason_str(&reason));
+                    r.lines = p.lines;
+                    let _ = p.reply.send(r);
+                }
+                let (hit, keep): (Vec<_>, Vec<_>) = self.pending_down.drain(..).partition(|p| p.conn == conn);
+                self.pending_down = keep;
+                for p in hit {
+                    let _ = p.reply.send(Response { ok: true, lines: vec![line.clone()], ..Default::default() });
+                }
+            }
+        }
+    }
+
+    fn install_child(&mut self, c: ChildSa) {
+        use fs_ike::config::fs_esp_mode::Mode as IkeMode;
+        let mode = match c.mode {
+            IkeMode::Tunnel => fs_esp::Mode::Tunnel,
+            IkeMode::Transport => fs_esp::Mode::Transport,
+        };
+        if mode == fs_esp::Mode::Transport {
+            warn!("CHILD_SA {}{{{}}}: transport mode is not supported by the TUN data plane; packets will be dropped", c.conn, c.child);
+        }
+        let mk = |k: &fs_ike::SaKeys, window: u32| fs_esp::SaConfig {
+            spi: k.spi,
+            encr: c.encr,
+            integ: c.integ,
+            encr_key: k.encr_key.clone(),
+            integ_key: k.integ_key.clone(),
+            mode,
+            replay_window: window,
+            esn: c.esn,
+        };
+        let out = match fs_esp::OutboundSa::new(&mk(&c.outbound, 0)) {
+            Ok(sa) => Arc::new(sa),
+            Err(e) => {
+                error!("CHILD_SA {}{{{}}}: cannot create outbound SA: {e}", c.conn, c.child);
+                return;
+            }
+        };
+        let inb = match fs_esp::InboundSa::new(&mk(&c.inbound, c.replay_window)) {
+            Ok(sa) => Arc::new(sa),
+            Err(e) => {
+                error!("CHILD_SA {}{{{}}}: cannot create inbound SA: {e}", c.conn, c.child);
+                return;
+            }
+        };
+        let policy = Policy::new(
+            &c.conn,
+            &c.child,
+            c.local_ts.clone(),
+            c.remote_ts.clone(),
+            PolicyAction::Protect(OutboundEntry { sa: out, local: c.local, remote: c.remote, udp_encap: c.udp_encap }),
+        );
+        let entry = InboundEntry {
+            sa: inb,
+            conn: c.conn.clone(),
+            child: c.child.clone(),
+            local_ts: c.local_ts.clone(),
+            remote_ts: c.remote_ts.clone(),
+        };
+        self.dp.tables().install_child(policy, entry);
+        let nets = nets_of(&c.remote_ts);
+        for n in &nets {
+            self.routes.add(*n);
+        }
+        self.installed.push(InstalledChild {
+            ike_sa: c.ike_sa,
+            child: c.child.clone(),
+            spi_in: c.inbound.spi,
+            spi_out: c.outbound.spi,
+            nets,
+        });
+        let join = |v: &[fs_wire::ts::TrafficSelector]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+        let line = format!(
+            "CHILD_SA {}{{{}}} established SPIs {:08x}_i {:08x}_o TS {} === {}",
+            c.conn,
+            c.child,
+            c.inbound.spi,
+            c.outbound.spi,
+            join(&c.local_ts),
+            join(&c.remote_ts)
+        );
+        info!("{line}{}", if c.udp_encap { " (UDP-encapsulated)" } else { "" });
+        for p in self.pending_up.iter_mut().filter(|p| p.conn == c.conn && p.ike_sa.map_or(true, |id| id == c.ike_sa)) {
+            p.ike_sa = Some(c.ike_sa);
+            p.children_needed.retain(|n| *n != c.child);
+            p.lines.push(line.clone());
+        }
+        self.complete_ups();
+    }
+
+    fn complete_ups(&mut self) {
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.pending_up.drain(..).partition(|p| p.ike_sa.is_some() && p.children_needed.is_empty());
+        self.pending_up = keep;
+        for p in done {
+            let _ = p.reply.send(Response { ok: true, lines: p.lines, ..Default::default() });
+        }
+    }
+
+    fn status_json(&self, now: Instant) -> Value {
+        let tables = self.dp.tables();
+        let sas: Vec<Value> = self
+            .endpoint
+            .status(now)
+            .into_iter()
+            .map(|sa| {
+                let id = sa.id;
+                let mut v = serde_json::to_value(&sa).unwrap_or(Value::Null);
+                if let Some(children) = v.get_mut("child_sas").and_then(Value::as_array_mut) {
+                    for ch in children.iter_mut() {
+                        let spi = |k: &str| -> Option<u32> {
+                            let s = ch.get(k)?.as_str()?;
+                            let s = s.trim_start_matches("0x");
+                            u32::from_str_radix(s, 16).ok()
+                        };
+                        let spis = match (spi("spi_in"), spi("spi_out")) {
+                            (Some(i), Some(o)) => Some((i, o)),
+                            _ => {
+                                let name = ch.get("name").and_then(Value::as_str).unwrap_or("");
+                                self.installed
+                                    .iter()
+                                    .rev()
+                                    .find(|c| c.ike_sa == id && c.child == name)
+                                    .map(|c| (c.spi_in, c.spi_out))
+                            }
+                        };
+                        let (i, o) = spis.map(|(i, o)| tables.sa_counters(i, o)).unwrap_or((None, None));
+                        let (i, o) = (i.unwrap_or_default(), o.unwrap_or_default());
+                        if let Some(obj) = ch.as_object_mut() {
+                            obj.insert("bytes_in".into(), json!(i.bytes));
+                            obj.insert("packets_in".into(), json!(i.packets));
+                            obj.insert("bytes_out".into(), json!(o.bytes));
+                            obj.insert("packets_out".into(), json!(o.packets));
+                            obj.insert("dropped_replay".into(), json!(i.dropped_replay + o.dropped_replay));
+                            obj.insert("dropped_auth".into(), json!(i.dropped_auth + o.dropped_auth));
+                            obj.insert("dropped_malformed".into(), json!(i.dropped_malformed + o.dropped_malformed));
+                        }
+                    }
+                }
+                v
+            })
+            .collect();
+        json!({ "ike_sas": sas, "counters": self.dp.counters().snapshot() })
+    }
+}
