@@ -33,7 +33,11 @@ pub struct RetransmitConfig {
 
 impl Default for RetransmitConfig {
     fn default() -> Self {
-        RetransmitConfig { timeout: Duration::from_secs(4), base: 1.8, tries: 5 }
+        RetransmitConfig {
+            timeout: Duration::from_secs(4),
+            base: 1.8,
+            tries: 5,
+        }
     }
 }
 

@@ -8,7 +8,12 @@
 
 pub mod config;
 pub mod endpoint;
+mod proposals;
+mod sk;
 
 pub use config::{ChildConfig, Config, ConnConfig, RetransmitConfig, StartAction};
-pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, SaKeys, Transmit};
+pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
 pub use endpoint::{ChildSaInfo, IkeSaInfo};
+
+#[cfg(test)]
+mod tests;

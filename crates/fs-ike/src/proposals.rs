@@ -24,10 +24,18 @@ pub(crate) struct EspSuite {
 }
 
 fn encr_t(e: EncrAlg) -> WTransform {
-    WTransform { ttype: tt::ENCR, id: e.transform_id(), key_len: e.key_bits() }
+    WTransform {
+        ttype: tt::ENCR,
+        id: e.transform_id(),
+        key_len: e.key_bits(),
+    }
 }
 fn t(ttype: u8, id: u16) -> WTransform {
-    WTransform { ttype, id, key_len: None }
+    WTransform {
+        ttype,
+        id,
+        key_len: None,
+    }
 }
 
 /// PRFs of a configured proposal (strongSwan derives them from INTEG when none is given).
@@ -55,7 +63,12 @@ pub(crate) fn ike_to_wire(num: u8, p: &IkeProposal) -> Proposal {
         tr.extend(p.integ.iter().map(|x| t(tt::INTEG, x.transform_id())));
     }
     tr.extend(p.dh.iter().map(|x| t(tt::DH, x.transform_id())));
-    Proposal { num, protocol: protocol_id::IKE, spi: Vec::new(), transforms: tr }
+    Proposal {
+        num,
+        protocol: protocol_id::IKE,
+        spi: Vec::new(),
+        transforms: tr,
+    }
 }
 
 /// Our ESP proposal as a wire proposal with our inbound SPI. DH transforms are only included
@@ -69,7 +82,12 @@ pub(crate) fn esp_to_wire(num: u8, p: &EspProposal, spi: u32, with_dh: bool) -> 
         tr.extend(p.dh.iter().map(|x| t(tt::DH, x.transform_id())));
     }
     tr.extend(esns_of(p).iter().map(|e| t(tt::ESN, u16::from(*e))));
-    Proposal { num, protocol: protocol_id::ESP, spi: spi.to_be_bytes().to_vec(), transforms: tr }
+    Proposal {
+        num,
+        protocol: protocol_id::ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms: tr,
+    }
 }
 
 /// The selected IKE suite as the single-transform proposal of a response.
@@ -79,7 +97,12 @@ pub(crate) fn ike_suite_to_wire(num: u8, s: &IkeSuite) -> Proposal {
         tr.push(t(tt::INTEG, i.transform_id()));
     }
     tr.push(t(tt::DH, s.dh.transform_id()));
-    Proposal { num, protocol: protocol_id::IKE, spi: Vec::new(), transforms: tr }
+    Proposal {
+        num,
+        protocol: protocol_id::IKE,
+        spi: Vec::new(),
+        transforms: tr,
+    }
 }
 
 /// The selected ESP suite as the proposal of a response, with our inbound SPI.
@@ -89,7 +112,12 @@ pub(crate) fn esp_suite_to_wire(num: u8, s: &EspSuite, spi: u32) -> Proposal {
         tr.push(t(tt::INTEG, i.transform_id()));
     }
     tr.push(t(tt::ESN, u16::from(s.esn)));
-    Proposal { num, protocol: protocol_id::ESP, spi: spi.to_be_bytes().to_vec(), transforms: tr }
+    Proposal {
+        num,
+        protocol: protocol_id::ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms: tr,
+    }
 }
 
 /// The transforms of one peer proposal, decoded (unknown IDs are skipped).
@@ -156,7 +184,12 @@ fn match_ike(ours: &IkeProposal, p: &Proposal) -> Option<IkeSuite> {
     };
     let prf = first_common(&prfs_of(ours), &o.prf)?;
     let dh = first_common(&ours.dh, &o.dh)?;
-    Some(IkeSuite { encr, integ, prf, dh })
+    Some(IkeSuite {
+        encr,
+        integ,
+        prf,
+        dh,
+    })
 }
 
 fn match_esp(ours: &EspProposal, p: &Proposal, check_dh: bool) -> Option<EspSuite> {
@@ -186,8 +219,11 @@ fn match_esp(ours: &EspProposal, p: &Proposal, check_dh: bool) -> Option<EspSuit
 /// proposal satisfies; within a proposal, our algorithm order wins. Like strongSwan's default
 /// (`prefer_configured_proposals = yes`). Returns the peer's proposal number and the suite.
 pub(crate) fn select_ike(ours: &[IkeProposal], theirs: &[Proposal]) -> Option<(u8, IkeSuite)> {
-    ours.iter()
-        .find_map(|o| theirs.iter().find_map(|p| match_ike(o, p).map(|s| (p.num, s))))
+    ours.iter().find_map(|o| {
+        theirs
+            .iter()
+            .find_map(|p| match_ike(o, p).map(|s| (p.num, s)))
+    })
 }
 
 /// ESP counterpart of [`select_ike`]; also returns the peer's SPI.
@@ -217,14 +253,19 @@ pub(crate) fn check_ike_response(ours: &[IkeProposal], resp: &[Proposal]) -> Opt
 }
 
 /// ESP counterpart of [`check_ike_response`].
-pub(crate) fn check_esp_response(ours: &[EspProposal], resp: &[Proposal]) -> Option<(EspSuite, u32)> {
+pub(crate) fn check_esp_response(
+    ours: &[EspProposal],
+    resp: &[Proposal],
+) -> Option<(EspSuite, u32)> {
     let [p] = resp else { return None };
     let o = decode(p);
     if o.counts.iter().any(|c| *c > 1) {
         return None;
     }
     let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
-    ours.iter().find_map(|x| match_esp(x, p, false)).map(|s| (s, spi))
+    ours.iter()
+        .find_map(|x| match_esp(x, p, false))
+        .map(|s| (s, spi))
 }
 
 /// All groups named in our IKE proposals.

@@ -1,6 +1,8 @@
 //! The SK payload (RFC 7296 3.14, RFC 5282) and NAT detection hashes (2.23).
 use fs_crypto::{Rng, Transform};
-use fs_wire::ike::{emit_payloads, parse_payloads, payload_type, sk_message_prefix, Header, Message, Payload};
+use fs_wire::ike::{
+    emit_payloads, parse_payloads, payload_type, sk_message_prefix, Header, Message, Payload,
+};
 use std::net::{IpAddr, SocketAddr};
 
 /// Why an SK payload could not be opened.
@@ -14,8 +16,17 @@ pub(crate) enum OpenError {
 
 /// Build a whole protected message:
 /// `[IKE header | SK header | IV | inner payloads | padding | pad length | ICV]`.
-pub(crate) fn seal(cipher: &Transform, rng: &mut dyn Rng, header: &Header, payloads: &[Payload]) -> Option<Vec<u8>> {
-    let (first, inner) = if payloads.is_empty() { (payload_type::NONE, Vec::new()) } else { emit_payloads(payloads) };
+pub(crate) fn seal(
+    cipher: &Transform,
+    rng: &mut dyn Rng,
+    header: &Header,
+    payloads: &[Payload],
+) -> Option<Vec<u8>> {
+    let (first, inner) = if payloads.is_empty() {
+        (payload_type::NONE, Vec::new())
+    } else {
+        emit_payloads(payloads)
+    };
     let block = cipher.block_len().max(1);
     let pad = (block - (inner.len() + 1) % block) % block;
     let (iv_len, icv_len) = (cipher.iv_len(), cipher.icv_len());
@@ -35,7 +46,11 @@ pub(crate) fn seal(cipher: &Transform, rng: &mut dyn Rng, header: &Header, paylo
 }
 
 /// Verify and decrypt the SK payload of `msg` (parsed from `data`) and decode its payloads.
-pub(crate) fn open(cipher: &Transform, data: &[u8], msg: &Message) -> Result<Vec<Payload>, OpenError> {
+pub(crate) fn open(
+    cipher: &Transform,
+    data: &[u8],
+    msg: &Message,
+) -> Result<Vec<Payload>, OpenError> {
     let Some(Payload::Sk { first_inner, body }) = msg.payloads.last() else {
         return Err(OpenError::Malformed);
     };
@@ -45,7 +60,8 @@ pub(crate) fn open(cipher: &Transform, data: &[u8], msg: &Message) -> Result<Vec
     if body.len() < cipher.iv_len() + cipher.icv_len() + 1 {
         return Err(OpenError::Malformed);
     }
-    if (body.len() - cipher.iv_len() - cipher.icv_len()) % cipher.block_len().max(1) != 0 {
+    if !(body.len() - cipher.iv_len() - cipher.icv_len()).is_multiple_of(cipher.block_len().max(1))
+    {
         return Err(OpenError::Malformed);
     }
     let range = cipher.open(&mut buf, aad_len, None).map_err(|e| match e {
@@ -54,7 +70,10 @@ pub(crate) fn open(cipher: &Transform, data: &[u8], msg: &Message) -> Result<Vec
     })?;
     let plain = buf.get(range).ok_or(OpenError::Malformed)?;
     let (&pad_len, rest) = plain.split_last().ok_or(OpenError::Malformed)?;
-    let inner_len = rest.len().checked_sub(usize::from(pad_len)).ok_or(OpenError::Malformed)?;
+    let inner_len = rest
+        .len()
+        .checked_sub(usize::from(pad_len))
+        .ok_or(OpenError::Malformed)?;
     let inner = rest.get(..inner_len).ok_or(OpenError::Malformed)?;
     parse_payloads(*first_inner, inner).map_err(|_| OpenError::Malformed)
 }
