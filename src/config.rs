@@ -38,11 +38,36 @@ impl std::error::Error for ConfigError {}
 // ---------------------------------------------------------------- raw (serde) form
 
 /// A duration: `"500ms"`, `"4s"`, `"2m"`, `"1h"`, `"1d"`, or an integer number of seconds.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum RawDuration {
     Secs(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a duration like \"500ms\", \"4s\", \"2m\", \"1h\" or a number of seconds",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Secs(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                u64::try_from(v)
+                    .map(RawDuration::Secs)
+                    .map_err(|_| E::custom("negative duration"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -166,13 +191,19 @@ impl FileConfig {
 
     /// True if any connection has no local address (sockets must be bound to the wildcard).
     pub fn any_wildcard(&self) -> bool {
-        self.ike.connections.iter().any(|c| c.local_addrs.is_empty())
+        self.ike
+            .connections
+            .iter()
+            .any(|c| c.local_addrs.is_empty())
     }
 
     /// True if any address or selector is IPv6.
     pub fn uses_ipv6(&self) -> bool {
         self.ike.connections.iter().any(|c| {
-            c.local_addrs.iter().chain(&c.remote_addrs).any(|a| a.is_ipv6())
+            c.local_addrs
+                .iter()
+                .chain(&c.remote_addrs)
+                .any(|a| a.is_ipv6())
                 || c.children
                     .iter()
                     .any(|ch| ch.local_ts.iter().chain(&ch.remote_ts).any(|t| t.is_v6()))
@@ -186,14 +217,20 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.to_string(), path: path.into(), reason: reason.into() }
+        ConfigError {
+            file: self.file.to_string(),
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 /// Parse a duration: `500ms`, `4s`, `2m`, `1h`, `1d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let v: f64 = num
         .parse()
@@ -204,7 +241,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86400.0,
-        u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)"
+            ))
+        }
     };
     let secs = v * mult;
     if !secs.is_finite() || secs > 1e9 {
@@ -213,7 +254,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn duration(ctx: &Ctx, path: &str, d: &Option<RawDuration>) -> Result<Option<Duration>, ConfigError> {
+fn duration(
+    ctx: &Ctx,
+    path: &str,
+    d: &Option<RawDuration>,
+) -> Result<Option<Duration>, ConfigError> {
     match d {
         None => Ok(None),
         Some(RawDuration::Secs(s)) => Ok(Some(Duration::from_secs(*s))),
@@ -241,8 +286,11 @@ fn decode_secret(ctx: &Ctx, path: &str, s: &str) -> Result<Vec<u8>, ConfigError>
 /// Load and validate a configuration file.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { file: file.clone(), path: String::new(), reason: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        path: String::new(),
+        reason: format!("cannot read: {e}"),
+    })?;
     parse(&file, &text, path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -267,24 +315,40 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
     let d = &raw.daemon;
     let tun_mtu = d.tun_mtu.unwrap_or(1400);
     if !(576..=65535).contains(&tun_mtu) {
-        return Err(ctx.err("daemon.tun_mtu", format!("{tun_mtu} out of range 576..65535")));
+        return Err(ctx.err(
+            "daemon.tun_mtu",
+            format!("{tun_mtu} out of range 576..65535"),
+        ));
     }
     let tun_name = d.tun_name.clone().unwrap_or_else(|| "fs0".into());
     if tun_name.is_empty() || tun_name.len() > 15 || tun_name.contains(['/', ' ', '\0']) {
-        return Err(ctx.err("daemon.tun_name", format!("invalid interface name {tun_name:?} (1-15 characters)")));
+        return Err(ctx.err(
+            "daemon.tun_name",
+            format!("invalid interface name {tun_name:?} (1-15 characters)"),
+        ));
     }
     if let Some(l) = &d.log_level {
         if tracing_subscriber::EnvFilter::try_new(l).is_err() {
-            return Err(ctx.err("daemon.log_level", format!("invalid log level {l:?} (error, warn, info, debug, trace)")));
+            return Err(ctx.err(
+                "daemon.log_level",
+                format!("invalid log level {l:?} (error, warn, info, debug, trace)"),
+            ));
         }
     }
     let ike_port = d.ike_port.unwrap_or(500);
     let natt_port = d.natt_port.unwrap_or(4500);
     if ike_port == 0 || natt_port == 0 || ike_port == natt_port {
-        return Err(ctx.err("daemon.natt_port", "ike_port and natt_port must be distinct and non-zero"));
+        return Err(ctx.err(
+            "daemon.natt_port",
+            "ike_port and natt_port must be distinct and non-zero",
+        ));
     }
     let daemon = DaemonSettings {
-        control_socket: PathBuf::from(d.control_socket.clone().unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into())),
+        control_socket: PathBuf::from(
+            d.control_socket
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+        ),
         tun_name,
         tun_mtu: tun_mtu as u16,
         log_level: d.log_level.clone(),
@@ -300,11 +364,21 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             (Some(v), None) => decode_secret(&ctx, &format!("{p}.secret"), v)?,
             (None, Some(f)) => {
                 let fp = base_dir.join(f);
-                let v = std::fs::read_to_string(&fp)
-                    .map_err(|e| ctx.err(format!("{p}.secret_file"), format!("cannot read {}: {e}", fp.display())))?;
-                decode_secret(&ctx, &format!("{p}.secret_file"), v.trim_end_matches(['\n', '\r']))?
+                let v = std::fs::read_to_string(&fp).map_err(|e| {
+                    ctx.err(
+                        format!("{p}.secret_file"),
+                        format!("cannot read {}: {e}", fp.display()),
+                    )
+                })?;
+                decode_secret(
+                    &ctx,
+                    &format!("{p}.secret_file"),
+                    v.trim_end_matches(['\n', '\r']),
+                )?
             }
-            (Some(_), Some(_)) => return Err(ctx.err(&p, "give either secret or secret_file, not both")),
+            (Some(_), Some(_)) => {
+                return Err(ctx.err(&p, "give either secret or secret_file, not both"))
+            }
             (None, None) => return Err(ctx.err(&p, "missing secret (or secret_file)")),
         };
         if value.is_empty() {
@@ -322,18 +396,26 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             v.iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    a.trim()
-                        .parse::<IpAddr>()
-                        .map_err(|_| ctx.err(format!("{p}.{field}[{i}]"), format!("invalid IP address {a:?}")))
+                    a.trim().parse::<IpAddr>().map_err(|_| {
+                        ctx.err(
+                            format!("{p}.{field}[{i}]"),
+                            format!("invalid IP address {a:?}"),
+                        )
+                    })
                 })
                 .collect()
         };
         let local_addrs = addrs("local_addrs", &c.local_addrs)?;
         let remote_addrs = addrs("remote_addrs", &c.remote_addrs)?;
-        let proposals =
-            c.proposals.clone().unwrap_or_else(|| vec!["aes256gcm16-prfsha256-x25519".to_string()]);
+        let proposals = c
+            .proposals
+            .clone()
+            .unwrap_or_else(|| vec!["aes256gcm16-prfsha256-x25519".to_string()]);
         if proposals.is_empty() {
-            return Err(ctx.err(format!("{p}.proposals"), "at least one proposal is required"));
+            return Err(ctx.err(
+                format!("{p}.proposals"),
+                "at least one proposal is required",
+            ));
         }
         let mut ike_proposals = Vec::new();
         for (i, s) in proposals.iter().enumerate() {
@@ -345,7 +427,10 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         for (side, auth) in [("local", &c.local.auth), ("remote", &c.remote.auth)] {
             if let Some(a) = auth {
                 if a != "psk" {
-                    return Err(ctx.err(format!("{p}.{side}.auth"), format!("unsupported auth {a:?} (only \"psk\")")));
+                    return Err(ctx.err(
+                        format!("{p}.{side}.auth"),
+                        format!("unsupported auth {a:?} (only \"psk\")"),
+                    ));
                 }
             }
         }
@@ -354,7 +439,12 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             Some(_) => return Err(ctx.err(format!("{p}.local.id"), "empty identity")),
             None => match local_addrs.first() {
                 Some(a) => Identity::from_config(&a.to_string()),
-                None => return Err(ctx.err(format!("{p}.local.id"), "required when local_addrs is empty")),
+                None => {
+                    return Err(ctx.err(
+                        format!("{p}.local.id"),
+                        "required when local_addrs is empty",
+                    ))
+                }
             },
         };
         let remote_id = match &c.remote.id {
@@ -388,7 +478,11 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                     Some((_, v)) => v.clone(),
                     None => {
                         let r = c.remote.id.as_deref().unwrap_or("%any");
-                        let l = c.local.id.clone().unwrap_or_else(|| format!("{local_id:?}"));
+                        let l = c
+                            .local
+                            .id
+                            .clone()
+                            .unwrap_or_else(|| format!("{local_id:?}"));
                         return Err(ctx.err(
                             &p,
                             format!("no PSK: add [secrets.NAME] with ids = [\"{l}\", \"{r}\"] or local.psk"),
@@ -401,7 +495,11 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             return Err(ctx.err(format!("{p}.local.psk"), "empty secret"));
         }
         let mut rt = RetransmitConfig::default();
-        if let Some(t) = duration(&ctx, &format!("{p}.retransmit_timeout"), &c.retransmit_timeout)? {
+        if let Some(t) = duration(
+            &ctx,
+            &format!("{p}.retransmit_timeout"),
+            &c.retransmit_timeout,
+        )? {
             if t.is_zero() {
                 return Err(ctx.err(format!("{p}.retransmit_timeout"), "must be > 0"));
             }
@@ -415,30 +513,52 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         }
         if let Some(b) = c.retransmit_base {
             if !(1.0..=10.0).contains(&b) {
-                return Err(ctx.err(format!("{p}.retransmit_base"), format!("{b} out of range 1.0..10.0")));
+                return Err(ctx.err(
+                    format!("{p}.retransmit_base"),
+                    format!("{b} out of range 1.0..10.0"),
+                ));
             }
             rt.base = b;
         }
-        let rekey_time = nonzero(duration(&ctx, &format!("{p}.rekey_time"), &c.rekey_time)?, Some(Duration::from_secs(4 * 3600)));
-        let dpd_delay = nonzero(duration(&ctx, &format!("{p}.dpd_delay"), &c.dpd_delay)?, None);
+        let rekey_time = nonzero(
+            duration(&ctx, &format!("{p}.rekey_time"), &c.rekey_time)?,
+            Some(Duration::from_secs(4 * 3600)),
+        );
+        let dpd_delay = nonzero(
+            duration(&ctx, &format!("{p}.dpd_delay"), &c.dpd_delay)?,
+            None,
+        );
 
         let mut children = Vec::new();
         for (chname, ch) in &c.children {
             let cp = format!("{p}.children.{chname}");
             let ts = |field: &str, v: &[String]| -> Result<Vec<TrafficSelector>, ConfigError> {
                 if v.is_empty() {
-                    return Err(ctx.err(format!("{cp}.{field}"), "at least one traffic selector is required"));
+                    return Err(ctx.err(
+                        format!("{cp}.{field}"),
+                        "at least one traffic selector is required",
+                    ));
                 }
                 v.iter()
                     .enumerate()
-                    .map(|(i, s)| s.parse().map_err(|e: fs_wire::ts::TsParseError| ctx.err(format!("{cp}.{field}[{i}]"), e.to_string())))
+                    .map(|(i, s)| {
+                        s.parse().map_err(|e: fs_wire::ts::TsParseError| {
+                            ctx.err(format!("{cp}.{field}[{i}]"), e.to_string())
+                        })
+                    })
                     .collect()
             };
             let local_ts = ts("local_ts", &ch.local_ts)?;
             let remote_ts = ts("remote_ts", &ch.remote_ts)?;
-            let esp = ch.esp_proposals.clone().unwrap_or_else(|| vec!["aes256gcm16".to_string()]);
+            let esp = ch
+                .esp_proposals
+                .clone()
+                .unwrap_or_else(|| vec!["aes256gcm16".to_string()]);
             if esp.is_empty() {
-                return Err(ctx.err(format!("{cp}.esp_proposals"), "at least one proposal is required"));
+                return Err(ctx.err(
+                    format!("{cp}.esp_proposals"),
+                    "at least one proposal is required",
+                ));
             }
             let mut esp_proposals = Vec::new();
             for (i, s) in esp.iter().enumerate() {
@@ -451,14 +571,22 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             let mode = match ch.mode.as_deref().unwrap_or("tunnel") {
                 "tunnel" => Mode::Tunnel,
                 "transport" => Mode::Transport,
-                m => return Err(ctx.err(format!("{cp}.mode"), format!("invalid mode {m:?} (tunnel | transport)"))),
+                m => {
+                    return Err(ctx.err(
+                        format!("{cp}.mode"),
+                        format!("invalid mode {m:?} (tunnel | transport)"),
+                    ))
+                }
             };
             let start_action = match ch.start_action.as_deref().unwrap_or("none") {
                 "none" => StartAction::None,
                 "start" => StartAction::Start,
                 "trap" => StartAction::Trap,
                 a => {
-                    return Err(ctx.err(format!("{cp}.start_action"), format!("invalid start_action {a:?} (none | start | trap)")))
+                    return Err(ctx.err(
+                        format!("{cp}.start_action"),
+                        format!("invalid start_action {a:?} (none | start | trap)"),
+                    ))
                 }
             };
             if start_action != StartAction::None && remote_addrs.is_empty() {
@@ -469,9 +597,15 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             }
             let replay_window = ch.replay_window.unwrap_or(1024);
             if replay_window > 1 << 20 {
-                return Err(ctx.err(format!("{cp}.replay_window"), format!("{replay_window} too large (max 1048576)")));
+                return Err(ctx.err(
+                    format!("{cp}.replay_window"),
+                    format!("{replay_window} too large (max 1048576)"),
+                ));
             }
-            let rekey = nonzero(duration(&ctx, &format!("{cp}.rekey_time"), &ch.rekey_time)?, Some(Duration::from_secs(3600)));
+            let rekey = nonzero(
+                duration(&ctx, &format!("{cp}.rekey_time"), &ch.rekey_time)?,
+                Some(Duration::from_secs(3600)),
+            );
             children.push(ChildConfig {
                 name: chname.clone(),
                 local_ts,
@@ -502,5 +636,231 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             dpd_delay,
         });
     }
-    Ok(FileConfig { daemon, ike: fs_ike::Config { connections } })
+    Ok(FileConfig {
+        daemon,
+        ike: fs_ike::Config { connections },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[daemon]
+tun_name = "fs9"
+[connections.s2s]
+local_addrs = ["100.1.1.1"]
+remote_addrs = ["200.2.2.2"]
+proposals = ["aes256gcm16-prfsha256-x25519"]
+retransmit_timeout = "500ms"
+rekey_time = "2m"
+dpd_delay = 0
+  [connections.s2s.local]
+  auth = "psk"
+  id = "gw-a.example"
+  [connections.s2s.remote]
+  id = "gw-b.example"
+  [connections.s2s.children.net]
+  local_ts = ["192.168.1.0/24"]
+  remote_ts = ["192.168.2.0/24"]
+  esp_proposals = ["aes256gcm16"]
+  start_action = "trap"
+[secrets.ab]
+ids = ["gw-a.example", "gw-b.example"]
+secret = "0x0102ff"
+[secrets.other]
+ids = ["gw-a.example"]
+secret = "wrong"
+"#;
+
+    fn p(text: &str) -> Result<FileConfig, ConfigError> {
+        parse("t.toml", text, Path::new("."))
+    }
+
+    fn err(text: &str) -> String {
+        p(text).expect_err("config should be rejected").to_string()
+    }
+
+    #[test]
+    fn good_config() {
+        let c = p(GOOD).unwrap();
+        assert_eq!(c.daemon.tun_name, "fs9");
+        assert_eq!(c.daemon.tun_mtu, 1400);
+        assert_eq!(c.daemon.ike_port, 500);
+        assert_eq!(
+            c.daemon.control_socket,
+            PathBuf::from(DEFAULT_CONTROL_SOCKET)
+        );
+        let s = &c.ike.connections[0];
+        assert_eq!(s.name, "s2s");
+        assert_eq!(s.psk, vec![1, 2, 0xff], "best match names both ids");
+        assert_eq!(s.retransmit.timeout, Duration::from_millis(500));
+        assert_eq!(s.rekey_time, Some(Duration::from_secs(120)));
+        assert_eq!(s.dpd_delay, None);
+        assert_eq!(s.remote_port, 500);
+        assert_eq!(s.local_id, Identity::Fqdn("gw-a.example".into()));
+        assert_eq!(s.children[0].start_action, StartAction::Trap);
+        assert_eq!(s.children[0].replay_window, 1024);
+        assert_eq!(s.children[0].local_ts[0].to_string(), "192.168.1.0/24");
+        assert!(!c.uses_ipv6());
+        assert_eq!(
+            c.local_addrs(),
+            vec!["100.1.1.1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/site-to-site");
+        for f in ["gw-a.toml", "gw-b.toml"] {
+            let c = load(&dir.join(f)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.ike.connections[0].psk.len(), 33);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("4s").unwrap(), Duration::from_secs(4));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("4 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn bad_proposal() {
+        let e = err(&GOOD.replace(
+            r#"esp_proposals = ["aes256gcm16"]"#,
+            r#"esp_proposals = ["aes999"]"#,
+        ));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.children.net.esp_proposals[0]: unknown algorithm keyword \"aes999\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16-prfsha256-x25519\", \"nope",
+        ));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.proposals[1]: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_traffic_selector() {
+        let e = err(&GOOD.replace("192.168.2.0/24", "192.168.300.0/24"));
+        assert!(
+            e.starts_with(
+                "t.toml: connections.s2s.children.net.remote_ts[0]: invalid traffic selector"
+            ),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(r#"local_ts = ["192.168.1.0/24"]"#, "local_ts = []"));
+        assert!(
+            e.contains("connections.s2s.children.net.local_ts: at least one"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_and_syntax() {
+        let e = err(&GOOD.replace("tun_name = \"fs9\"", "tun_name = \"fs9\"\nbogus = 1"));
+        assert!(
+            e.starts_with("t.toml: line 4, column 1: unknown field `bogus`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("start_action = \"trap\"", "start_actoin = \"trap\""));
+        assert!(e.contains("unknown field `start_actoin`"), "{e}");
+        let e = err("[connections.x\n");
+        assert!(e.starts_with("t.toml: line 1"), "{e}");
+        let e = err(&GOOD
+            .replace("retransmit_tries", "x")
+            .replace("rekey_time = \"2m\"", "rekey_time = [1]"));
+        assert!(
+            e.starts_with("t.toml: line 9, column 14: invalid type: sequence, expected a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        let e = err(&GOOD.replace("\"100.1.1.1\"", "\"100.1.1\""));
+        assert_eq!(
+            e,
+            "t.toml: connections.s2s.local_addrs[0]: invalid IP address \"100.1.1\""
+        );
+        let e = err(&GOOD.replace("\"500ms\"", "\"5 fortnights\""));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.retransmit_timeout: invalid duration"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("start_action = \"trap\"", "start_action = \"later\""));
+        assert!(
+            e.starts_with(
+                "t.toml: connections.s2s.children.net.start_action: invalid start_action"
+            ),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("start_action = \"trap\"", "mode = \"beet\""));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.children.net.mode: invalid mode"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("auth = \"psk\"", "auth = \"pubkey\""));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.local.auth: unsupported auth"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("tun_name = \"fs9\"", "tun_mtu = 100"));
+        assert!(
+            e.starts_with("t.toml: daemon.tun_mtu: 100 out of range"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("remote_addrs = [\"200.2.2.2\"]", ""));
+        assert!(
+            e.starts_with("t.toml: connections.s2s.children.net.start_action: start/trap need"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets() {
+        let e = err(&GOOD.replace("0x0102ff", "0xzz"));
+        assert!(
+            e.starts_with("t.toml: secrets.ab.secret: invalid hex secret"),
+            "{e}"
+        );
+        let no_secrets = &GOOD[..GOOD.find("[secrets.ab]").unwrap()];
+        let e = err(no_secrets);
+        assert!(e.starts_with("t.toml: connections.s2s: no PSK"), "{e}");
+        // inline PSK
+        let inline = no_secrets.replace(
+            "auth = \"psk\"\n  id = \"gw-a.example\"",
+            "id = \"gw-a.example\"\n  psk = \"inline\"",
+        );
+        assert_eq!(p(&inline).unwrap().ike.connections[0].psk, b"inline");
+        // secret_file relative to the config's directory
+        let dir = std::env::temp_dir().join(format!("fs-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("psk.txt"), "from-file\n").unwrap();
+        let f = GOOD.replace("secret = \"0x0102ff\"", "secret_file = \"psk.txt\"");
+        let c = parse("t.toml", &f, &dir).unwrap();
+        assert_eq!(c.ike.connections[0].psk, b"from-file");
+        let e = parse("t.toml", &f.replace("psk.txt", "missing.txt"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml: secrets.ab.secret_file: cannot read"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        // no remote id: a secret naming the local id matches
+        let anyremote = GOOD.replace("[connections.s2s.remote]\n  id = \"gw-b.example\"", "");
+        assert_eq!(p(&anyremote).unwrap().ike.connections[0].remote_id, None);
+    }
 }

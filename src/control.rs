@@ -15,7 +15,11 @@ pub const MAX_REQUEST: u64 = 64 * 1024;
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     /// Establish `conn` (all its children, or only `child`), wait up to `timeout` seconds.
-    Up { conn: String, child: Option<String>, timeout: Option<u64> },
+    Up {
+        conn: String,
+        child: Option<String>,
+        timeout: Option<u64>,
+    },
     /// Delete the IKE SA(s) of `conn`, wait up to `timeout` seconds for the answer.
     Down { conn: String, timeout: Option<u64> },
     /// IKE/CHILD SAs with counters, and global drop counters.
@@ -40,19 +44,27 @@ pub struct Response {
 impl Response {
     /// A failure with `reason`.
     pub fn fail(reason: impl Into<String>) -> Self {
-        Response { ok: false, error: Some(reason.into()), ..Default::default() }
+        Response {
+            ok: false,
+            error: Some(reason.into()),
+            ..Default::default()
+        }
     }
 }
 
 /// Send one request and read the response.
 pub fn call(sock: &Path, req: &Request, wait: Duration) -> Result<Response, String> {
     let mut s = UnixStream::connect(sock).map_err(|e| {
-        format!("cannot connect to control socket {}: {e} (is `ferroswan run` running? use --control)", sock.display())
+        format!(
+            "cannot connect to control socket {}: {e} (is `ferroswan run` running? use --control)",
+            sock.display()
+        )
     })?;
     s.set_read_timeout(Some(wait + Duration::from_secs(5))).ok();
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| format!("control socket write: {e}"))?;
+    s.write_all(line.as_bytes())
+        .map_err(|e| format!("control socket write: {e}"))?;
     let mut resp = String::new();
     BufReader::new(s)
         .read_line(&mut resp)
@@ -74,12 +86,18 @@ fn n(v: &Value, k: &str) -> u64 {
 pub fn format_status(st: &Value) -> String {
     let mut o = String::new();
     let empty = Vec::new();
-    let sas = st.get("ike_sas").and_then(Value::as_array).unwrap_or(&empty);
+    let sas = st
+        .get("ike_sas")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     if sas.is_empty() {
         o.push_str("no IKE_SAs\n");
     }
     for sa in sas {
-        let init = sa.get("initiator").and_then(Value::as_bool).unwrap_or(false);
+        let init = sa
+            .get("initiator")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         o += &format!(
             "{}: #{}, {}, IKEv2, {}_i{} {}_r{}\n",
             s(sa, "conn"),
@@ -90,34 +108,91 @@ pub fn format_status(st: &Value) -> String {
             s(sa, "spi_r"),
             if init { "" } else { "*" },
         );
-        let nat = |k: &str| if sa.get(k).and_then(Value::as_bool).unwrap_or(false) { " (behind NAT)" } else { "" };
-        o += &format!("  local  '{}' @ {}{}\n", s(sa, "local_id"), s(sa, "local"), nat("nat_local"));
-        o += &format!("  remote '{}' @ {}{}\n", s(sa, "remote_id"), s(sa, "remote"), nat("nat_remote"));
-        let algs: Vec<&str> =
-            ["encr", "integ", "prf", "dh"].iter().filter_map(|k| sa.get(*k).and_then(Value::as_str)).collect();
+        let nat = |k: &str| {
+            if sa.get(k).and_then(Value::as_bool).unwrap_or(false) {
+                " (behind NAT)"
+            } else {
+                ""
+            }
+        };
+        o += &format!(
+            "  local  '{}' @ {}{}\n",
+            s(sa, "local_id"),
+            s(sa, "local"),
+            nat("nat_local")
+        );
+        o += &format!(
+            "  remote '{}' @ {}{}\n",
+            s(sa, "remote_id"),
+            s(sa, "remote"),
+            nat("nat_remote")
+        );
+        let algs: Vec<&str> = ["encr", "integ", "prf", "dh"]
+            .iter()
+            .filter_map(|k| sa.get(*k).and_then(Value::as_str))
+            .collect();
         if !algs.is_empty() {
             o += &format!("  {}\n", algs.join("/"));
         }
         o += &format!("  established {}s ago\n", n(sa, "established_secs"));
-        for ch in sa.get("child_sas").and_then(Value::as_array).unwrap_or(&empty) {
-            let mode = ch.get("mode").and_then(Value::as_str).unwrap_or("").to_uppercase();
+        for ch in sa
+            .get("child_sas")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+        {
+            let mode = ch
+                .get("mode")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_uppercase();
             let mut alg = s(ch, "encr").to_string();
             if let Some(i) = ch.get("integ").and_then(Value::as_str) {
                 alg += &format!("/{i}");
             }
-            let encap = if ch.get("encap").and_then(Value::as_bool).unwrap_or(false) { "-in-UDP" } else { "" };
-            o += &format!("  {}: {}, {}, {}{}:{}\n", s(ch, "name"), s(ch, "state"), mode, s(ch, "protocol"), encap, alg);
+            let encap = if ch.get("encap").and_then(Value::as_bool).unwrap_or(false) {
+                "-in-UDP"
+            } else {
+                ""
+            };
+            o += &format!(
+                "  {}: {}, {}, {}{}:{}\n",
+                s(ch, "name"),
+                s(ch, "state"),
+                mode,
+                s(ch, "protocol"),
+                encap,
+                alg
+            );
             o += &format!("    installed {}s ago\n", n(ch, "established_secs"));
-            o += &format!("    in  {:>8}, {:>10} bytes, {:>8} packets\n", s(ch, "spi_in"), n(ch, "bytes_in"), n(ch, "packets_in"));
-            o += &format!("    out {:>8}, {:>10} bytes, {:>8} packets\n", s(ch, "spi_out"), n(ch, "bytes_out"), n(ch, "packets_out"));
-            let (r, a, m) = (n(ch, "dropped_replay"), n(ch, "dropped_auth"), n(ch, "dropped_malformed"));
+            o += &format!(
+                "    in  {:>8}, {:>10} bytes, {:>8} packets\n",
+                s(ch, "spi_in"),
+                n(ch, "bytes_in"),
+                n(ch, "packets_in")
+            );
+            o += &format!(
+                "    out {:>8}, {:>10} bytes, {:>8} packets\n",
+                s(ch, "spi_out"),
+                n(ch, "bytes_out"),
+                n(ch, "packets_out")
+            );
+            let (r, a, m) = (
+                n(ch, "dropped_replay"),
+                n(ch, "dropped_auth"),
+                n(ch, "dropped_malformed"),
+            );
             if r + a + m > 0 {
                 o += &format!("    dropped: {r} replay, {a} auth, {m} malformed\n");
             }
             let ts = |k: &str| -> String {
                 ch.get(k)
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
                     .unwrap_or_default()
             };
             o += &format!("    local  {}\n", ts("local_ts"));
@@ -125,8 +200,11 @@ pub fn format_status(st: &Value) -> String {
         }
     }
     if let Some(c) = st.get("counters").and_then(Value::as_object) {
-        let nz: Vec<String> =
-            c.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0).map(|(k, v)| format!("{k}={v}")).collect();
+        let nz: Vec<String> = c
+            .iter()
+            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         if !nz.is_empty() {
             o += &format!("data plane: {}\n", nz.join(" "));
         }
@@ -140,11 +218,18 @@ mod tests {
 
     #[test]
     fn request_roundtrip() {
-        let r = Request::Up { conn: "s2s".into(), child: Some("net".into()), timeout: Some(5) };
+        let r = Request::Up {
+            conn: "s2s".into(),
+            child: Some("net".into()),
+            timeout: Some(5),
+        };
         let j = serde_json::to_string(&r).unwrap();
         assert_eq!(j, r#"{"cmd":"up","conn":"s2s","child":"net","timeout":5}"#);
         assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r);
-        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
     }
 
@@ -162,8 +247,14 @@ mod tests {
             "counters": {"no_policy": 2, "no_sa": 0}
         });
         let out = format_status(&st);
-        assert!(out.contains("s2s: #1, ESTABLISHED, IKEv2, 01_i* 02_r"), "{out}");
-        assert!(out.contains("net: INSTALLED, TUNNEL, ESP:AES_GCM_16-256"), "{out}");
+        assert!(
+            out.contains("s2s: #1, ESTABLISHED, IKEv2, 01_i* 02_r"),
+            "{out}"
+        );
+        assert!(
+            out.contains("net: INSTALLED, TUNNEL, ESP:AES_GCM_16-256"),
+            "{out}"
+        );
         assert!(out.contains("local  192.168.1.0/24"), "{out}");
         assert!(out.contains("data plane: no_policy=2"), "{out}");
         assert_eq!(format_status(&serde_json::json!({})), "no IKE_SAs\n");

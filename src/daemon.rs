@@ -3,7 +3,9 @@
 use crate::config::FileConfig;
 use crate::control::{Request, Response, MAX_REQUEST};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
-use fs_dataplane::{route, DataPlane, DataPlaneConfig, DpMessage, InboundEntry, OutboundEntry, Policy, PolicyAction};
+use fs_dataplane::{
+    route, DataPlane, DataPlaneConfig, DpMessage, InboundEntry, OutboundEntry, Policy, PolicyAction,
+};
 use fs_ike::{ChildSa, CloseReason, Endpoint, Event, StartAction};
 use ipnet::IpNet;
 use serde_json::{json, Value};
@@ -167,19 +169,30 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         }
     };
     let (ctl_tx, ctl_rx) = unbounded::<ControlMsg>();
-    let _ = std::thread::Builder::new().name("control-accept".into()).spawn(move || accept_loop(listener, ctl_tx));
+    let _ = std::thread::Builder::new()
+        .name("control-accept".into())
+        .spawn(move || accept_loop(listener, ctl_tx));
     let (sig_tx, sig_rx) = unbounded::<i32>();
-    let _ = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let s = fs_dataplane::signals::wait();
-        if sig_tx.send(s).is_err() {
-            break;
-        }
-    });
-    info!("ferroswan started: {} connection(s), control socket {}", cfg.ike.connections.len(), control_path.display());
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let s = fs_dataplane::signals::wait();
+            if sig_tx.send(s).is_err() {
+                break;
+            }
+        });
+    info!(
+        "ferroswan started: {} connection(s), control socket {}",
+        cfg.ike.connections.len(),
+        control_path.display()
+    );
 
     let mut d = Daemon {
         endpoint: Endpoint::new(cfg.ike.clone(), Box::new(fs_crypto::SystemRng)),
-        routes: Routes { dev: dp.tun_name().to_string(), refs: HashMap::new() },
+        routes: Routes {
+            dev: dp.tun_name().to_string(),
+            refs: HashMap::new(),
+        },
         dp,
         cfg,
         pending_up: Vec::new(),
@@ -206,7 +219,10 @@ fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another daemon is listening on it"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another daemon is listening on it",
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -220,17 +236,23 @@ fn accept_loop(listener: UnixListener, tx: Sender<ControlMsg>) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let tx = tx.clone();
-        let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || handle_client(stream, tx));
+        let _ = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || handle_client(stream, tx));
     }
 }
 
 fn handle_client(stream: UnixStream, tx: Sender<ControlMsg>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(mut w) = stream.try_clone() else { return };
+    let Ok(mut w) = stream.try_clone() else {
+        return;
+    };
     let mut line = String::new();
     let resp = match BufReader::new(stream.take(MAX_REQUEST)).read_line(&mut line) {
         Err(e) => Response::fail(format!("cannot read request: {e}")),
-        Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => Response::fail("request too long"),
+        Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
+            Response::fail("request too long")
+        }
         Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
             Err(e) => Response::fail(format!("invalid request: {e}")),
             Ok(req) => {
@@ -238,7 +260,8 @@ fn handle_client(stream: UnixStream, tx: Sender<ControlMsg>) {
                 if tx.send(ControlMsg { req, reply: rtx }).is_err() {
                     Response::fail("daemon is shutting down")
                 } else {
-                    rrx.recv().unwrap_or_else(|_| Response::fail("daemon is shutting down"))
+                    rrx.recv()
+                        .unwrap_or_else(|_| Response::fail("daemon is shutting down"))
                 }
             }
         },
@@ -266,7 +289,13 @@ impl Daemon {
         for c in &self.cfg.ike.connections {
             for ch in &c.children {
                 let trap = ch.start_action == StartAction::Trap;
-                self.dp.tables().add_config_policy(&c.name, &ch.name, ch.local_ts.clone(), ch.remote_ts.clone(), trap);
+                self.dp.tables().add_config_policy(
+                    &c.name,
+                    &ch.name,
+                    ch.local_ts.clone(),
+                    ch.remote_ts.clone(),
+                    trap,
+                );
                 if trap {
                     for n in nets_of(&ch.remote_ts) {
                         self.routes.add(n);
@@ -301,7 +330,9 @@ impl Daemon {
             let res = if all {
                 self.endpoint.initiate(now, &conn, None)
             } else {
-                start.iter().try_for_each(|ch| self.endpoint.initiate(now, &conn, Some(ch)))
+                start
+                    .iter()
+                    .try_for_each(|ch| self.endpoint.initiate(now, &conn, Some(ch)))
             };
             match res {
                 Ok(()) => info!("initiating {conn} (start_action = start)"),
@@ -310,9 +341,16 @@ impl Daemon {
         }
     }
 
-    fn run_loop(&mut self, dp_rx: Receiver<DpMessage>, ctl_rx: Receiver<ControlMsg>, sig_rx: Receiver<i32>) {
+    fn run_loop(
+        &mut self,
+        dp_rx: Receiver<DpMessage>,
+        ctl_rx: Receiver<ControlMsg>,
+        sig_rx: Receiver<i32>,
+    ) {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
+            // Send what commands queued (e.g. start_action initiations) before waiting.
+            self.drain();
             let now = Instant::now();
             let mut deadline = now + Duration::from_secs(1);
             if let Some(t) = self.endpoint.poll_timeout() {
@@ -358,7 +396,11 @@ impl Daemon {
     fn on_dp(&mut self, m: DpMessage) {
         let now = Instant::now();
         match m {
-            DpMessage::Ike { local, remote, data } => self.endpoint.handle_datagram(now, local, remote, &data),
+            DpMessage::Ike {
+                local,
+                remote,
+                data,
+            } => self.endpoint.handle_datagram(now, local, remote, &data),
             DpMessage::Acquire { conn, child } => {
                 if let Err(e) = self.endpoint.acquire(now, &conn, &child) {
                     debug!("acquire {conn}/{child}: {e}");
@@ -375,11 +417,21 @@ impl Daemon {
         }
         match m.req {
             Request::Status => {
-                let _ = m.reply.send(Response { ok: true, status: Some(self.status_json(now)), ..Default::default() });
+                let _ = m.reply.send(Response {
+                    ok: true,
+                    status: Some(self.status_json(now)),
+                    ..Default::default()
+                });
             }
-            Request::Up { conn, child, timeout } => {
+            Request::Up {
+                conn,
+                child,
+                timeout,
+            } => {
                 let Some(cc) = self.cfg.ike.connections.iter().find(|c| c.name == conn) else {
-                    let _ = m.reply.send(Response::fail(format!("no connection named {conn:?}")));
+                    let _ = m
+                        .reply
+                        .send(Response::fail(format!("no connection named {conn:?}")));
                     return;
                 };
                 let children_needed = match &child {
@@ -402,16 +454,26 @@ impl Daemon {
             }
             Request::Down { conn, timeout } => {
                 if !self.cfg.ike.connections.iter().any(|c| c.name == conn) {
-                    let _ = m.reply.send(Response::fail(format!("no connection named {conn:?}")));
+                    let _ = m
+                        .reply
+                        .send(Response::fail(format!("no connection named {conn:?}")));
                     return;
                 }
                 match self.endpoint.terminate(now, &conn) {
                     Ok(()) => {
                         let secs = timeout.unwrap_or(DEFAULT_DOWN_TIMEOUT).clamp(1, 3600);
-                        self.pending_down.push(PendingDown { conn, deadline: now + Duration::from_secs(secs), reply: m.reply });
+                        self.pending_down.push(PendingDown {
+                            conn,
+                            deadline: now + Duration::from_secs(secs),
+                            reply: m.reply,
+                        });
                     }
                     Err(e) => {
-                        let _ = m.reply.send(Response { ok: true, lines: vec![e.to_string()], ..Default::default() });
+                        let _ = m.reply.send(Response {
+                            ok: true,
+                            lines: vec![e.to_string()],
+                            ..Default::default()
+                        });
                     }
                 }
             }
@@ -419,19 +481,24 @@ impl Daemon {
     }
 
     fn expire_pending(&mut self, now: Instant) {
-        let (done, keep): (Vec<_>, Vec<_>) = self.pending_up.drain(..).partition(|p| now >= p.deadline);
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.pending_up.drain(..).partition(|p| now >= p.deadline);
         self.pending_up = keep;
         for p in done {
             let mut r = Response::fail("TIMEOUT");
             r.lines = p.lines;
             let _ = p.reply.send(r);
         }
-        let (done, keep): (Vec<_>, Vec<_>) = self.pending_down.drain(..).partition(|p| now >= p.deadline);
+        let (done, keep): (Vec<_>, Vec<_>) =
+            self.pending_down.drain(..).partition(|p| now >= p.deadline);
         self.pending_down = keep;
         for p in done {
             let _ = p.reply.send(Response {
                 ok: true,
-                lines: vec![format!("{}: no answer to Delete within timeout, SAs removed locally", p.conn)],
+                lines: vec![format!(
+                    "{}: no answer to Delete within timeout, SAs removed locally",
+                    p.conn
+                )],
                 ..Default::default()
             });
         }
@@ -463,41 +530,95 @@ impl Daemon {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::IkeSaEstablished { ike_sa, conn, local, remote } => {
-                let line = format!("IKE_SA {conn}[{ike_sa}] established between {}...{}", local.ip(), remote.ip());
-                info!("{line}");
-                for p in self.pending_up.iter_mut().filter(|p| p.conn == conn && p.ike_sa.is_none()) {
+            Event::IkeSaEstablished {
+                ike_sa,
+                conn,
+                local,
+                remote,
+            } => {
+                let line = format!(
+                    "IKE_SA {conn}[{ike_sa}] established between {}...{}",
+                    local.ip(),
+                    remote.ip()
+                );
+                debug!("{line}"); // fs-ike logs the DESIGN.md line itself
+                for p in self
+                    .pending_up
+                    .iter_mut()
+                    .filter(|p| p.conn == conn && p.ike_sa.is_none())
+                {
                     p.ike_sa = Some(ike_sa);
                     p.lines.push(line.clone());
                 }
                 self.complete_ups();
             }
             Event::ChildSaInstalled(c) => self.install_child(*c),
-            Event::ChildSaRemoved { ike_sa, conn, child, spi_in, spi_out } => {
+            Event::ChildSaFailed {
+                ike_sa,
+                conn,
+                child,
+                reason,
+            } => {
+                let line = format!(
+                    "CHILD_SA {conn}{{{child}}} failed: {} (IKE_SA {conn}[{ike_sa}])",
+                    reason_str(&reason)
+                );
+                debug!("{line}"); // logged by fs-ike
+                let (hit, keep): (Vec<_>, Vec<_>) = self.pending_up.drain(..).partition(|p| {
+                    p.conn == conn
+                        && same_sa(p.ike_sa, ike_sa)
+                        && (child.is_empty() || p.children_needed.contains(&child))
+                });
+                self.pending_up = keep;
+                for mut p in hit {
+                    p.lines.push(line.clone());
+                    let mut r = Response::fail(reason_str(&reason));
+                    r.lines = p.lines;
+                    let _ = p.reply.send(r);
+                }
+            }
+            Event::ChildSaRemoved {
+                ike_sa,
+                conn,
+                child,
+                spi_in,
+                spi_out,
+            } => {
                 self.dp.tables().remove_child(spi_in, spi_out);
-                if let Some(i) = self.installed.iter().position(|c| c.spi_in == spi_in && c.spi_out == spi_out) {
+                if let Some(i) = self
+                    .installed
+                    .iter()
+                    .position(|c| c.spi_in == spi_in && c.spi_out == spi_out)
+                {
                     let c = self.installed.swap_remove(i);
                     for n in c.nets {
                         self.routes.release(n);
                     }
                 }
-                info!("CHILD_SA {conn}{{{child}}} deleted SPIs {spi_in:08x}_i {spi_out:08x}_o (IKE_SA {conn}[{ike_sa}])");
+                debug!("CHILD_SA {conn}{{{child}}} removed SPIs {spi_in:08x}_i {spi_out:08x}_o (IKE_SA {conn}[{ike_sa}])");
             }
-            Event::IkeSaClosed { ike_sa, conn, reason } => {
+            Event::IkeSaClosed {
+                ike_sa,
+                conn,
+                reason,
+            } => {
                 let line = match &reason {
                     CloseReason::Deleted { by_peer } => {
-                        format!("IKE_SA {conn}[{ike_sa}] deleted{}", if *by_peer { " by peer" } else { "" })
+                        format!(
+                            "IKE_SA {conn}[{ike_sa}] deleted{}",
+                            if *by_peer { " by peer" } else { "" }
+                        )
                     }
                     r => format!("IKE_SA {conn}[{ike_sa}] failed: {}", reason_str(r)),
                 };
-                if matches!(reason, CloseReason::Deleted { .. }) {
-                    info!("{line}");
-                } else {
-                    warn!("{line}");
-                }
-                // Drop any data-plane state the IKE layer may not have removed explicitly.
-                let stale: Vec<(u32, u32)> =
-                    self.installed.iter().filter(|c| c.ike_sa == ike_sa).map(|c| (c.spi_in, c.spi_out)).collect();
+                debug!("{line}"); // logged by fs-ike
+                                  // Drop any data-plane state the IKE layer may not have removed explicitly.
+                let stale: Vec<(u32, u32)> = self
+                    .installed
+                    .iter()
+                    .filter(|c| c.ike_sa == ike_sa)
+                    .map(|c| (c.spi_in, c.spi_out))
+                    .collect();
                 for (i, o) in stale {
                     self.on_event(Event::ChildSaRemoved {
                         ike_sa,
@@ -510,7 +631,7 @@ impl Daemon {
                 let (hit, keep): (Vec<_>, Vec<_>) = self
                     .pending_up
                     .drain(..)
-                    .partition(|p| p.conn == conn && p.ike_sa.map_or(true, |id| id == ike_sa));
+                    .partition(|p| p.conn == conn && same_sa(p.ike_sa, ike_sa));
                 self.pending_up = keep;
                 for mut p in hit {
                     p.lines.push(line.clone());
@@ -518,10 +639,15 @@ impl Daemon {
                     r.lines = p.lines;
                     let _ = p.reply.send(r);
                 }
-                let (hit, keep): (Vec<_>, Vec<_>) = self.pending_down.drain(..).partition(|p| p.conn == conn);
+                let (hit, keep): (Vec<_>, Vec<_>) =
+                    self.pending_down.drain(..).partition(|p| p.conn == conn);
                 self.pending_down = keep;
                 for p in hit {
-                    let _ = p.reply.send(Response { ok: true, lines: vec![line.clone()], ..Default::default() });
+                    let _ = p.reply.send(Response {
+                        ok: true,
+                        lines: vec![line.clone()],
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -549,14 +675,20 @@ impl Daemon {
         let out = match fs_esp::OutboundSa::new(&mk(&c.outbound, 0)) {
             Ok(sa) => Arc::new(sa),
             Err(e) => {
-                error!("CHILD_SA {}{{{}}}: cannot create outbound SA: {e}", c.conn, c.child);
+                error!(
+                    "CHILD_SA {}{{{}}}: cannot create outbound SA: {e}",
+                    c.conn, c.child
+                );
                 return;
             }
         };
         let inb = match fs_esp::InboundSa::new(&mk(&c.inbound, c.replay_window)) {
             Ok(sa) => Arc::new(sa),
             Err(e) => {
-                error!("CHILD_SA {}{{{}}}: cannot create inbound SA: {e}", c.conn, c.child);
+                error!(
+                    "CHILD_SA {}{{{}}}: cannot create inbound SA: {e}",
+                    c.conn, c.child
+                );
                 return;
             }
         };
@@ -565,7 +697,12 @@ impl Daemon {
             &c.child,
             c.local_ts.clone(),
             c.remote_ts.clone(),
-            PolicyAction::Protect(OutboundEntry { sa: out, local: c.local, remote: c.remote, udp_encap: c.udp_encap }),
+            PolicyAction::Protect(OutboundEntry {
+                sa: out,
+                local: c.local,
+                remote: c.remote,
+                udp_encap: c.udp_encap,
+            }),
         );
         let entry = InboundEntry {
             sa: inb,
@@ -586,7 +723,12 @@ impl Daemon {
             spi_out: c.outbound.spi,
             nets,
         });
-        let join = |v: &[fs_wire::ts::TrafficSelector]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+        let join = |v: &[fs_wire::ts::TrafficSelector]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let line = format!(
             "CHILD_SA {}{{{}}} established SPIs {:08x}_i {:08x}_o TS {} === {}",
             c.conn,
@@ -596,8 +738,19 @@ impl Daemon {
             join(&c.local_ts),
             join(&c.remote_ts)
         );
-        info!("{line}{}", if c.udp_encap { " (UDP-encapsulated)" } else { "" });
-        for p in self.pending_up.iter_mut().filter(|p| p.conn == c.conn && p.ike_sa.map_or(true, |id| id == c.ike_sa)) {
+        debug!(
+            "{line}{}",
+            if c.udp_encap {
+                " (UDP-encapsulated)"
+            } else {
+                ""
+            }
+        );
+        for p in self
+            .pending_up
+            .iter_mut()
+            .filter(|p| p.conn == c.conn && same_sa(p.ike_sa, c.ike_sa))
+        {
             p.ike_sa = Some(c.ike_sa);
             p.children_needed.retain(|n| *n != c.child);
             p.lines.push(line.clone());
@@ -606,11 +759,17 @@ impl Daemon {
     }
 
     fn complete_ups(&mut self) {
-        let (done, keep): (Vec<_>, Vec<_>) =
-            self.pending_up.drain(..).partition(|p| p.ike_sa.is_some() && p.children_needed.is_empty());
+        let (done, keep): (Vec<_>, Vec<_>) = self
+            .pending_up
+            .drain(..)
+            .partition(|p| p.ike_sa.is_some() && p.children_needed.is_empty());
         self.pending_up = keep;
         for p in done {
-            let _ = p.reply.send(Response { ok: true, lines: p.lines, ..Default::default() });
+            let _ = p.reply.send(Response {
+                ok: true,
+                lines: p.lines,
+                ..Default::default()
+            });
         }
     }
 
@@ -641,16 +800,27 @@ impl Daemon {
                                     .map(|c| (c.spi_in, c.spi_out))
                             }
                         };
-                        let (i, o) = spis.map(|(i, o)| tables.sa_counters(i, o)).unwrap_or((None, None));
+                        let (i, o) = spis
+                            .map(|(i, o)| tables.sa_counters(i, o))
+                            .unwrap_or((None, None));
                         let (i, o) = (i.unwrap_or_default(), o.unwrap_or_default());
                         if let Some(obj) = ch.as_object_mut() {
                             obj.insert("bytes_in".into(), json!(i.bytes));
                             obj.insert("packets_in".into(), json!(i.packets));
                             obj.insert("bytes_out".into(), json!(o.bytes));
                             obj.insert("packets_out".into(), json!(o.packets));
-                            obj.insert("dropped_replay".into(), json!(i.dropped_replay + o.dropped_replay));
-                            obj.insert("dropped_auth".into(), json!(i.dropped_auth + o.dropped_auth));
-                            obj.insert("dropped_malformed".into(), json!(i.dropped_malformed + o.dropped_malformed));
+                            obj.insert(
+                                "dropped_replay".into(),
+                                json!(i.dropped_replay + o.dropped_replay),
+                            );
+                            obj.insert(
+                                "dropped_auth".into(),
+                                json!(i.dropped_auth + o.dropped_auth),
+                            );
+                            obj.insert(
+                                "dropped_malformed".into(),
+                                json!(i.dropped_malformed + o.dropped_malformed),
+                            );
                         }
                     }
                 }
@@ -658,5 +828,13 @@ impl Daemon {
             })
             .collect();
         json!({ "ike_sas": sas, "counters": self.dp.counters().snapshot() })
+    }
+}
+
+/// A pending request not yet tied to an IKE SA matches any; otherwise only its own.
+fn same_sa(pending: Option<u64>, ike_sa: u64) -> bool {
+    match pending {
+        None => true,
+        Some(id) => id == ike_sa,
     }
 }

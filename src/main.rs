@@ -25,8 +25,9 @@ Examples:
   ferroswan status            (like swanctl --list-sas)
   ferroswan status --json     (machine-readable, with per-SA and drop counters)
 
-The client commands talk to the daemon over its control socket
-(default /run/ferroswan/ferroswan.sock; set with --control or [daemon] control_socket).";
+up/down/status talk to the daemon over its control socket, default
+/run/ferroswan/ferroswan.sock: if the daemon's config sets [daemon] control_socket
+(or `run --control` was used), pass the same path with --control.";
 
 /// IKEv2/IPsec VPN gateway with a userspace ESP data plane (TUN + UDP/raw ESP).
 #[derive(Parser, Debug)]
@@ -89,7 +90,10 @@ fn client(sock: &std::path::Path, req: Request, wait: Duration) -> Result<Respon
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sock = cli.control.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET));
+    let sock = cli
+        .control
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONTROL_SOCKET));
     match cli.cmd {
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(c) => {
@@ -102,7 +106,12 @@ fn main() -> ExitCode {
                         format!("{} {{{}}}", c.name, ch.join(", "))
                     })
                     .collect();
-                println!("{}: OK ({} connection(s): {})", file.display(), names.len(), names.join("; "));
+                println!(
+                    "{}: OK ({} connection(s): {})",
+                    file.display(),
+                    names.len(),
+                    names.join("; ")
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -117,8 +126,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Up { conn, child, timeout } => {
-            let req = Request::Up { conn, child, timeout: Some(timeout) };
+        Cmd::Up {
+            conn,
+            child,
+            timeout,
+        } => {
+            let req = Request::Up {
+                conn,
+                child,
+                timeout: Some(timeout),
+            };
             let r = match client(&sock, req, Duration::from_secs(timeout)) {
                 Ok(r) => r,
                 Err(c) => return c,
@@ -134,7 +151,14 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Down { conn, timeout } => {
-            let r = match client(&sock, Request::Down { conn, timeout: Some(timeout) }, Duration::from_secs(timeout)) {
+            let r = match client(
+                &sock,
+                Request::Down {
+                    conn,
+                    timeout: Some(timeout),
+                },
+                Duration::from_secs(timeout),
+            ) {
                 Ok(r) => r,
                 Err(c) => return c,
             };

@@ -12,7 +12,6 @@
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
 pub mod netns;
-pub mod pkt;
 pub mod route;
 pub mod signals;
 mod sock;
@@ -21,6 +20,7 @@ pub mod tables;
 pub use tables::{GlobalCounters, InboundEntry, OutboundEntry, Policy, PolicyAction, Tables};
 
 use crossbeam_channel::Sender;
+use fs_esp::ip::PacketInfo;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -60,7 +60,11 @@ pub struct DataPlaneConfig {
 #[derive(Clone, Debug)]
 pub enum DpMessage {
     /// An IKE datagram (non-ESP marker already stripped).
-    Ike { local: SocketAddr, remote: SocketAddr, data: Vec<u8> },
+    Ike {
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
     /// A packet matched a trap policy without SA.
     Acquire { conn: String, child: String },
 }
@@ -88,12 +92,18 @@ impl Shared {
     /// The UDP socket to send from for local address `local` (exact match, else a wildcard
     /// socket of the same family and port).
     fn socket_for(&self, local: SocketAddr) -> Option<&UdpSocket> {
-        let same = |s: &&UdpSock| s.local.port() == local.port() && s.local.is_ipv4() == local.is_ipv4();
+        let same =
+            |s: &&UdpSock| s.local.port() == local.port() && s.local.is_ipv4() == local.is_ipv4();
         self.udp
             .iter()
             .filter(same)
             .find(|s| s.local.ip() == local.ip())
-            .or_else(|| self.udp.iter().filter(same).find(|s| s.local.ip().is_unspecified()))
+            .or_else(|| {
+                self.udp
+                    .iter()
+                    .filter(same)
+                    .find(|s| s.local.ip().is_unspecified())
+            })
             .or_else(|| self.udp.iter().find(same))
             .map(|s| &s.sock)
     }
@@ -114,11 +124,20 @@ impl DataPlane {
             .name(cfg.tun_name.clone())
             .mtu(cfg.tun_mtu)
             .packet_information(false)
-            .enable(true)
+            .enable(false)
             .build_sync()
             .map_err(|e| io::Error::new(e.kind(), format!("TUN device {}: {e}", cfg.tun_name)))?;
         tun.set_nonblocking(true)?;
         let tun_name = tun.name().unwrap_or_else(|_| cfg.tun_name.clone());
+        if !cfg.ipv6 {
+            // No IPv6 configured: keep the kernel from sending router solicitations and MLD
+            // reports into the tunnel (they would only be counted as no_policy drops).
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{tun_name}/disable_ipv6"),
+                "1",
+            );
+        }
+        tun.enabled(true)?;
 
         let mut binds = cfg.bind.clone();
         if binds.is_empty() {
@@ -137,18 +156,26 @@ impl DataPlane {
                 let sock = sock::udp(addr)
                     .map_err(|e| io::Error::new(e.kind(), format!("UDP socket {addr}: {e}")))?;
                 sock.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))?;
-                udp.push(UdpSock { local: sock.local_addr()?, sock, natt });
+                udp.push(UdpSock {
+                    local: sock.local_addr()?,
+                    sock,
+                    natt,
+                });
             }
         }
         let want_v6 = cfg.ipv6 || binds.iter().any(|a| a.is_ipv6());
         let want_v4 = binds.iter().any(|a| a.is_ipv4());
         let raw = |v6: bool| match sock::raw_esp(v6) {
             Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64))).ok()?;
+                s.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))
+                    .ok()?;
                 Some(s)
             }
             Err(e) => {
-                warn!("raw ESP socket (IPv{}) unavailable: {e}; only UDP-encapsulated ESP", if v6 { 6 } else { 4 });
+                warn!(
+                    "raw ESP socket (IPv{}) unavailable: {e}; only UDP-encapsulated ESP",
+                    if v6 { 6 } else { 4 }
+                );
                 None
             }
         };
@@ -168,17 +195,21 @@ impl DataPlane {
             epoch: Instant::now(),
         });
         let mut threads = Vec::new();
-        let spawn = |name: String, f: Box<dyn FnOnce(Worker) + Send>| -> io::Result<JoinHandle<()>> {
-            let w = Worker::new(shared.clone());
-            std::thread::Builder::new().name(name).spawn(move || f(w))
-        };
+        let spawn =
+            |name: String, f: Box<dyn FnOnce(Worker) + Send>| -> io::Result<JoinHandle<()>> {
+                let w = Worker::new(shared.clone());
+                std::thread::Builder::new().name(name).spawn(move || f(w))
+            };
         threads.push(spawn("dp-tun".into(), Box::new(|mut w| w.tun_loop()))?);
         for i in 0..shared.udp.len() {
             let name = format!("dp-udp{}", shared.udp[i].local.port());
             threads.push(spawn(name, Box::new(move |mut w| w.udp_loop(i)))?);
         }
         if shared.raw4.is_some() {
-            threads.push(spawn("dp-esp4".into(), Box::new(|mut w| w.raw_loop(false)))?);
+            threads.push(spawn(
+                "dp-esp4".into(),
+                Box::new(|mut w| w.raw_loop(false)),
+            )?);
         }
         if shared.raw6.is_some() {
             threads.push(spawn("dp-esp6".into(), Box::new(|mut w| w.raw_loop(true)))?);
@@ -190,7 +221,11 @@ impl DataPlane {
             shared.raw4.is_some(),
             shared.raw6.is_some()
         );
-        Ok(DataPlane { shared, threads, tun_name })
+        Ok(DataPlane {
+            shared,
+            threads,
+            tun_name,
+        })
     }
 
     /// The SPD and SAD.
@@ -217,7 +252,10 @@ impl DataPlane {
     /// NAT-T port).
     pub fn send_ike(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> io::Result<()> {
         let sock = self.shared.socket_for(local).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no socket for local address {local}"))
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no socket for local address {local}"),
+            )
         })?;
         if local.port() == self.shared.cfg.natt_port {
             let mut v = Vec::with_capacity(data.len() + 4);
@@ -236,6 +274,15 @@ impl DataPlane {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// ESP Next Header for a tunnelled inner packet.
+fn next_header(info: &PacketInfo) -> u8 {
+    if info.version == 6 {
+        fs_esp::NH_IPV6
+    } else {
+        fs_esp::NH_IPV4
     }
 }
 
@@ -282,14 +329,20 @@ impl Worker {
     fn outbound(&mut self, n: usize) {
         let sh = &*self.shared;
         let c = &sh.counters;
-        let Some(info) = pkt::parse(&self.buf[..n]) else {
+        let Ok(info) = PacketInfo::parse(&self.buf[..n]) else {
             debug!("drop: malformed packet from TUN ({n} bytes)");
             GlobalCounters::inc(&c.malformed);
             return;
         };
         let spd = sh.tables.spd();
         let Some(p) = spd.iter().find(|p| {
-            p.matches_outbound(info.src, info.dst, info.protocol, info.src_port, info.dst_port)
+            p.matches_outbound(
+                info.src,
+                info.dst,
+                info.protocol,
+                info.src_port,
+                info.dst_port,
+            )
         }) else {
             debug!("drop: no policy for {} -> {}", info.src, info.dst);
             GlobalCounters::inc(&c.no_policy);
@@ -302,10 +355,16 @@ impl Worker {
                     GlobalCounters::inc(&c.too_big);
                     return;
                 }
-                let len = match e.sa.encapsulate(&self.buf[..n], info.next_header, &mut self.out) {
+                let len = match e
+                    .sa
+                    .encapsulate(&self.buf[..n], next_header(&info), &mut self.out)
+                {
                     Ok(l) => l,
                     Err(err) => {
-                        debug!("drop: encapsulation failed on SPI {:08x}: {err}", e.sa.spi());
+                        debug!(
+                            "drop: encapsulation failed on SPI {:08x}: {err}",
+                            e.sa.spi()
+                        );
                         GlobalCounters::inc(&c.encap_error);
                         return;
                     }
@@ -316,7 +375,11 @@ impl Worker {
                         None => Err(io::Error::from(io::ErrorKind::NotFound)),
                     }
                 } else {
-                    let raw = if e.remote.is_ipv4() { &sh.raw4 } else { &sh.raw6 };
+                    let raw = if e.remote.is_ipv4() {
+                        &sh.raw4
+                    } else {
+                        &sh.raw6
+                    };
                     match raw {
                         Some(s) => s.send_to(&self.out[..len], SocketAddr::new(e.remote.ip(), 0)),
                         None => Err(io::Error::from(io::ErrorKind::NotFound)),
@@ -337,12 +400,21 @@ impl Worker {
                         .is_ok()
                 {
                     GlobalCounters::inc(&c.acquires);
-                    debug!("acquire {}/{} for {} -> {}", p.conn, p.child, info.src, info.dst);
-                    let _ = sh.tx.send(DpMessage::Acquire { conn: p.conn.clone(), child: p.child.clone() });
+                    debug!(
+                        "acquire {}/{} for {} -> {}",
+                        p.conn, p.child, info.src, info.dst
+                    );
+                    let _ = sh.tx.send(DpMessage::Acquire {
+                        conn: p.conn.clone(),
+                        child: p.child.clone(),
+                    });
                 }
             }
             PolicyAction::Drop => {
-                debug!("drop: {}/{} has no SA ({} -> {})", p.conn, p.child, info.src, info.dst);
+                debug!(
+                    "drop: {}/{} has no SA ({} -> {})",
+                    p.conn, p.child, info.src, info.dst
+                );
                 GlobalCounters::inc(&c.no_sa);
             }
         }
@@ -354,7 +426,16 @@ impl Worker {
         while !self.stopped() {
             let (n, from) = match s.sock.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     // e.g. ICMP errors reported on the socket; keep going
                     debug!("UDP {} receive error: {e}", s.local);
@@ -375,11 +456,22 @@ impl Worker {
 
     fn raw_loop(&mut self, v6: bool) {
         let sh = self.shared.clone();
-        let Some(s) = (if v6 { &sh.raw6 } else { &sh.raw4 }) else { return };
+        let Some(s) = (if v6 { &sh.raw6 } else { &sh.raw4 }) else {
+            return;
+        };
         while !self.stopped() {
             let (n, from) = match s.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     debug!("raw ESP receive error: {e}");
                     continue;
@@ -402,11 +494,18 @@ impl Worker {
 
     fn ike_to_control(&mut self, local: SocketAddr, remote: SocketAddr, off: usize, n: usize) {
         let local = if local.ip().is_unspecified() {
-            SocketAddr::new(self.resolve_local(remote.ip()).unwrap_or(local.ip()), local.port())
+            SocketAddr::new(
+                self.resolve_local(remote.ip()).unwrap_or(local.ip()),
+                local.port(),
+            )
         } else {
             local
         };
-        let _ = self.shared.tx.send(DpMessage::Ike { local, remote, data: self.buf[off..n].to_vec() });
+        let _ = self.shared.tx.send(DpMessage::Ike {
+            local,
+            remote,
+            data: self.buf[off..n].to_vec(),
+        });
     }
 
     /// Our source address towards `remote` (routing lookup by connecting a UDP socket; no
@@ -468,7 +567,10 @@ impl Worker {
             return; // dummy packet (TFC), RFC 4303 2.6
         }
         if d.next_header != fs_esp::NH_IPV4 && d.next_header != fs_esp::NH_IPV6 {
-            debug!("drop: SPI {spi:08x}: next header {} (transport mode is not supported over TUN)", d.next_header);
+            debug!(
+                "drop: SPI {spi:08x}: next header {} (transport mode is not supported over TUN)",
+                d.next_header
+            );
             GlobalCounters::inc(&c.unsupported);
             return;
         }
@@ -476,12 +578,18 @@ impl Worker {
             GlobalCounters::inc(&c.malformed);
             return;
         };
-        let Some(info) = pkt::parse(inner) else {
+        let Ok(info) = PacketInfo::parse(inner) else {
             debug!("drop: SPI {spi:08x}: malformed inner packet");
             GlobalCounters::inc(&c.malformed);
             return;
         };
-        if !entry.selectors_match(info.src, info.dst, info.protocol, info.src_port, info.dst_port) {
+        if !entry.selectors_match(
+            info.src,
+            info.dst,
+            info.protocol,
+            info.src_port,
+            info.dst_port,
+        ) {
             debug!(
                 "drop: SPI {spi:08x}: inner {} -> {} outside {}/{} selectors",
                 info.src, info.dst, entry.conn, entry.child

@@ -7,7 +7,10 @@ use std::os::fd::AsRawFd;
 /// devices and threads created by this thread afterwards belong to that namespace.
 pub fn enter(name: &str) -> io::Result<()> {
     if name.is_empty() || name.contains('/') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid namespace name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid namespace name",
+        ));
     }
     let f = File::open(format!("/var/run/netns/{name}"))?;
     // SAFETY: setns(2) on a valid open fd; only changes this thread's namespace.

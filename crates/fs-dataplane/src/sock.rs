@@ -61,7 +61,11 @@ pub fn raw_esp(v6: bool) -> io::Result<UdpSocket> {
     let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2); the fd is owned by OwnedFd right away.
     let fd = check(unsafe {
-        libc::socket(fam, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::c_int::from(fs_esp::IPPROTO_ESP))
+        libc::socket(
+            fam,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::c_int::from(fs_esp::IPPROTO_ESP),
+        )
     })?;
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -70,7 +74,11 @@ pub fn raw_esp(v6: bool) -> io::Result<UdpSocket> {
 
 /// Wait until `fd` is readable or `timeout_ms` passes.
 pub fn poll_readable(fd: libc::c_int, timeout_ms: libc::c_int) {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: poll on one live pollfd struct; the result only tells us to retry the read.
     unsafe {
         libc::poll(&mut p, 1, timeout_ms);

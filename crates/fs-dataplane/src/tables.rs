@@ -69,8 +69,13 @@ impl Policy {
         sport: Option<u16>,
         dport: Option<u16>,
     ) -> bool {
-        self.local_ts.iter().any(|t| t.matches(src, protocol, sport))
-            && self.remote_ts.iter().any(|t| t.matches(dst, protocol, dport))
+        self.local_ts
+            .iter()
+            .any(|t| t.matches(src, protocol, sport))
+            && self
+                .remote_ts
+                .iter()
+                .any(|t| t.matches(dst, protocol, dport))
     }
 
     fn spi_out(&self) -> Option<u32> {
@@ -101,8 +106,13 @@ impl InboundEntry {
         sport: Option<u16>,
         dport: Option<u16>,
     ) -> bool {
-        self.remote_ts.iter().any(|t| t.matches(src, protocol, sport))
-            && self.local_ts.iter().any(|t| t.matches(dst, protocol, dport))
+        self.remote_ts
+            .iter()
+            .any(|t| t.matches(src, protocol, sport))
+            && self
+                .local_ts
+                .iter()
+                .any(|t| t.matches(dst, protocol, dport))
     }
 }
 
@@ -147,7 +157,11 @@ impl Tables {
         remote_ts: Vec<TrafficSelector>,
         trap: bool,
     ) {
-        let action = if trap { PolicyAction::Trap } else { PolicyAction::Drop };
+        let action = if trap {
+            PolicyAction::Trap
+        } else {
+            PolicyAction::Drop
+        };
         w(&self.spd).push(Policy::new(conn, child, local_ts, remote_ts, action));
     }
 
@@ -231,5 +245,78 @@ impl GlobalCounters {
         ]
         .into_iter()
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa_cfg(spi: u32) -> fs_esp::SaConfig {
+        fs_esp::SaConfig {
+            spi,
+            encr: fs_crypto::EncrAlg::AesGcm16_256,
+            integ: None,
+            encr_key: vec![7; 36],
+            integ_key: vec![],
+            mode: fs_esp::Mode::Tunnel,
+            replay_window: 32,
+            esn: false,
+        }
+    }
+
+    #[test]
+    fn install_lookup_remove() {
+        let t = Tables::new();
+        let l: TrafficSelector = "10.1.0.0/16".parse().unwrap();
+        let r: TrafficSelector = "10.2.0.0/16".parse().unwrap();
+        t.add_config_policy("c", "ch", vec![l], vec![r], true);
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = |t: &Tables| {
+            t.spd()
+                .iter()
+                .find(|p| p.matches_outbound(a("10.1.2.3"), a("10.2.3.4"), 6, Some(1), Some(2)))
+                .map(|p| matches!(p.action, PolicyAction::Protect(_)))
+        };
+        assert_eq!(first(&t), Some(false), "trap policy before SA install");
+        let out = OutboundEntry {
+            sa: Arc::new(OutboundSa::new(&sa_cfg(0x200)).unwrap()),
+            local: "1.1.1.1:4500".parse().unwrap(),
+            remote: "2.2.2.2:4500".parse().unwrap(),
+            udp_encap: false,
+        };
+        let inb = InboundEntry {
+            sa: Arc::new(InboundSa::new(&sa_cfg(0x100)).unwrap()),
+            conn: "c".into(),
+            child: "ch".into(),
+            local_ts: vec![l],
+            remote_ts: vec![r],
+        };
+        t.install_child(
+            Policy::new("c", "ch", vec![l], vec![r], PolicyAction::Protect(out)),
+            inb,
+        );
+        assert_eq!(first(&t), Some(true), "SA policy wins");
+        assert!(t.sad().get(&0x100).unwrap().selectors_match(
+            a("10.2.0.1"),
+            a("10.1.0.1"),
+            1,
+            None,
+            None
+        ));
+        assert!(!t.sad().get(&0x100).unwrap().selectors_match(
+            a("10.1.0.1"),
+            a("10.2.0.1"),
+            1,
+            None,
+            None
+        ));
+        let (i, o) = t.sa_counters(0x100, 0x200);
+        assert!(i.is_some() && o.is_some());
+        assert!(t.remove_child(0x100, 0x200));
+        assert_eq!(first(&t), Some(false));
+        assert!(t.sad().is_empty());
+        assert_eq!(t.sa_counters(0x100, 0x200), (None, None));
+        assert!(!t.remove_child(0x100, 0x200));
     }
 }
