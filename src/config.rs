@@ -634,6 +634,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             force_encap: c.encap,
             rekey_time,
             dpd_delay,
+            dpd_action: Default::default(),
         });
     }
     Ok(FileConfig {

@@ -827,7 +827,11 @@ impl Daemon {
                 v
             })
             .collect();
-        json!({ "ike_sas": sas, "counters": self.dp.counters().snapshot() })
+        json!({
+            "ike_sas": sas,
+            "counters": self.dp.counters().snapshot(),
+            "ike_counters": self.endpoint.stats(),
+        })
     }
 }
 

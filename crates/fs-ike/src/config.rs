@@ -23,6 +23,19 @@ pub enum StartAction {
     Trap,
 }
 
+/// What to do when DPD (or any retransmission) times out on an established IKE SA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpdAction {
+    /// Close the IKE SA and its children (default).
+    #[default]
+    Clear,
+    /// Close, then initiate the connection again.
+    Restart,
+    /// Close; the daemon's trap policies (start_action = trap) re-trigger it on traffic.
+    Trap,
+}
+
 /// Retransmission of requests: timeout * base^n for n in 0..tries, then give up.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetransmitConfig {
@@ -62,10 +75,12 @@ pub struct ConnConfig {
     pub retransmit: RetransmitConfig,
     /// Always use UDP encapsulation for ESP (pretend NAT, like strongSwan `encap = yes`).
     pub force_encap: bool,
-    /// IKE SA rekey interval (None = never). Used by lifecycle work (issue 4).
+    /// IKE SA rekey interval (None = never); 0-10% random jitter is subtracted.
     pub rekey_time: Option<Duration>,
     /// DPD / liveness check after this much inactivity (None = off).
     pub dpd_delay: Option<Duration>,
+    /// Action when the peer is found dead (retransmissions exhausted).
+    pub dpd_action: DpdAction,
 }
 
 /// One CHILD_SA definition.
@@ -79,7 +94,8 @@ pub struct ChildConfig {
     pub start_action: StartAction,
     /// Anti-replay window (packets).
     pub replay_window: u32,
-    /// CHILD_SA rekey interval (None = never). Used by lifecycle work (issue 4).
+    /// CHILD_SA rekey interval (None = never). The hard lifetime is rekey_time * 1.1: a CHILD_SA
+    /// still not replaced by then is deleted.
     pub rekey_time: Option<Duration>,
 }
 

@@ -1,9 +1,11 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
-use crate::config::{fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, RetransmitConfig};
+use crate::config::{
+    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig,
+};
 use crate::proposals::{self, EspSuite, IkeSuite};
 use crate::sk::{self, OpenError};
 use fs_crypto::dh::KeyExchange;
-use fs_crypto::{ikev2, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
+use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
 use fs_wire::id::Identity;
 use fs_wire::ike::{
     auth_method, exchange, flags, notify_name, notify_type as nt, protocol_id, Delete, Header,
@@ -136,6 +138,12 @@ pub struct ChildSaInfo {
     pub local_ts: Vec<String>,
     pub remote_ts: Vec<String>,
     pub established_secs: u64,
+    /// Seconds until we start rekeying it (None: no rekey scheduled).
+    pub rekey_in_secs: Option<u64>,
+    /// Seconds until its hard lifetime ends (None: unlimited).
+    pub expires_in_secs: Option<u64>,
+    /// How many rekeys led to this SA.
+    pub rekey_count: u32,
 }
 
 /// Status of one IKE SA.
@@ -159,6 +167,12 @@ pub struct IkeSaInfo {
     pub nat_remote: bool,
     pub established_secs: u64,
     pub child_sas: Vec<ChildSaInfo>,
+    /// Seconds until we start rekeying it (None: no rekey scheduled).
+    pub rekey_in_secs: Option<u64>,
+    /// Seconds until it is dropped (only for a rekeyed IKE SA waiting for its Delete).
+    pub expires_in_secs: Option<u64>,
+    /// How many rekeys led to this IKE SA.
+    pub rekey_count: u32,
 }
 
 /// Counters of peer input that was dropped or answered specially (for `ferroswan status`).
@@ -180,6 +194,9 @@ pub struct IkeStats {
     pub retransmits_answered: u64,
     /// Responder IKE SAs removed because IKE_AUTH never came.
     pub half_open_expired: u64,
+    /// Simultaneous rekeys of the same SA by both peers, resolved by nonces (RFC 7296 2.8.1,
+    /// 2.8.2), counted where our own rekey completed.
+    pub rekey_collisions: u64,
 }
 
 const NONCE_LEN: usize = 32;
@@ -189,6 +206,9 @@ const NATT_PORT: u16 = 4500;
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on IKE_SA_INIT restarts (INVALID_KE_PAYLOAD / COOKIE) per attempt.
 const MAX_INIT_RESTARTS: u32 = 5;
+/// Delay before retrying after TEMPORARY_FAILURE or a failed rekey (plus up to the same again
+/// at random; RFC 7296 2.25: MUST NOT retry immediately).
+const RETRY_DELAY: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -230,13 +250,57 @@ struct ChildProposal {
     transport: bool,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
+    /// Inbound SPI of the CHILD_SA this request rekeys (REKEY_SA).
+    rekey: Option<u32>,
+    /// Our PFS key exchange (KEi).
+    kex: Option<KeyExchange>,
+    /// Collision (RFC 7296 2.8.1): the peer rekeyed the same CHILD_SA meanwhile; our inbound
+    /// SPI of the SA it created and the lowest nonce of its exchange.
+    collision: Option<(u32, Vec<u8>)>,
+}
+
+/// Our IKE SA rekey request (RFC 7296 1.3.2), waiting for the answer.
+struct IkeRekey {
+    spi: u64,
+    ni: Vec<u8>,
+    kex: KeyExchange,
+    /// Collision (RFC 7296 2.8.2): the peer rekeyed this IKE SA meanwhile; our SPI of the IKE SA
+    /// it created (kept inactive until we decide) and the lowest nonce of its exchange.
+    collision: Option<(u64, Vec<u8>)>,
 }
 
 enum ReqKind {
     Init,
     Auth(Option<ChildProposal>),
     CreateChild(ChildProposal),
+    RekeyIke(IkeRekey),
+    /// Delete of these inbound ESP SPIs of ours.
+    DeleteChild(Vec<u32>),
     DeleteIke,
+    /// Liveness check (empty INFORMATIONAL).
+    Dpd,
+}
+
+/// Work waiting for the request window (window size 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Task {
+    /// Delete our inbound ESP SPI.
+    DeleteChild(u32),
+    RekeyIke,
+    /// Rekey the CHILD_SA with this inbound SPI.
+    RekeyChild(u32),
+    /// Create a CHILD_SA from configuration (only in the delayed list).
+    Create(String),
+    Dpd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChildState {
+    Installed,
+    /// Replaced by a rekey; deleted by us or waiting for the peer's Delete.
+    Rekeyed,
+    /// Our Delete is on its way.
+    Deleting,
 }
 
 /// The one outstanding request of an IKE SA (window size 1, RFC 7296 2.3).
@@ -255,6 +319,11 @@ struct Pending {
 struct InstalledChild {
     sa: ChildSa,
     established: Instant,
+    state: ChildState,
+    rekey_at: Option<Instant>,
+    /// Hard lifetime: deleted at this time if still there.
+    expire_at: Option<Instant>,
+    rekey_count: u32,
 }
 
 struct IkeSa {
@@ -290,6 +359,21 @@ struct IkeSa {
     established_at: Option<Instant>,
     half_open_deadline: Option<Instant>,
     remote_identity: Option<Identity>,
+    /// Replaced by a rekeyed IKE SA (children moved away), or a redundant/undecided one from a
+    /// rekey collision: inactive, closed without events.
+    superseded: bool,
+    /// A collision IKE SA created by the peer's rekey, not yet adopted: requests on it are
+    /// dropped (the peer retransmits) until our own rekey decides (RFC 7296 2.8.2).
+    adopt_pending: bool,
+    /// A superseded SA is dropped silently at this time if the peer never deletes it.
+    superseded_deadline: Option<Instant>,
+    tasks: VecDeque<Task>,
+    /// Tasks to queue later (retries after TEMPORARY_FAILURE).
+    delayed: Vec<(Instant, Task)>,
+    rekey_at: Option<Instant>,
+    /// Last authenticated message from the peer (or ESP activity), for DPD.
+    last_rx: Instant,
+    rekey_count: u32,
 }
 
 impl IkeSa {
@@ -306,11 +390,48 @@ impl IkeSa {
     fn udp_encap(&self) -> bool {
         self.nat_any() || self.conn.force_encap || self.local.port() == NATT_PORT
     }
+    /// Lifecycle timers (rekeys, expiry, DPD, retries) run only on active established SAs.
+    fn active(&self) -> bool {
+        self.state == State::Established && !self.superseded && !self.delete_queued
+    }
+    fn dpd_due(&self) -> Option<Instant> {
+        let d = self.conn.dpd_delay?;
+        (self.active()
+            && self.pending.is_none()
+            && self.tasks.is_empty()
+            && self.to_create.is_empty())
+        .then(|| self.last_rx + d)
+    }
     fn deadline(&self) -> Option<Instant> {
-        let p = self.pending.as_ref().map(|p| p.deadline);
-        match (p, self.half_open_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut t: Vec<Instant> = Vec::new();
+        t.extend(self.pending.as_ref().map(|p| p.deadline));
+        t.extend(self.half_open_deadline);
+        t.extend(self.superseded_deadline);
+        if self.active() {
+            t.extend(self.rekey_at);
+            t.extend(self.delayed.iter().map(|d| d.0));
+            t.extend(self.dpd_due());
+        }
+        if self.state == State::Established && !self.superseded {
+            for c in &self.children {
+                if c.state == ChildState::Installed && self.active() {
+                    t.extend(c.rekey_at);
+                }
+                t.extend(c.expire_at);
+            }
+        }
+        t.into_iter().min()
+    }
+    fn child_by_in(&self, spi: u32) -> Option<usize> {
+        self.children.iter().position(|c| c.sa.inbound.spi == spi)
+    }
+    fn pending_rekey_ike(&mut self) -> Option<&mut IkeRekey> {
+        match &mut self.pending {
+            Some(Pending {
+                kind: ReqKind::RekeyIke(r),
+                ..
+            }) => Some(r),
+            _ => None,
         }
     }
     fn has_child(&self, name: &str) -> bool {
@@ -446,6 +567,20 @@ fn parts(payloads: &[Payload]) -> Parts<'_> {
     p
 }
 
+/// A refused CHILD_SA request: (notify type, notify data, child config name or "").
+type ChildError = (u16, Vec<u8>, String);
+
+/// The lowest nonce of an exchange (RFC 7296 2.8.1: octet-by-octet, a prefix is lower, which
+/// is exactly the lexicographic order of byte slices).
+fn lowest(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.min(b).to_vec()
+}
+
+/// Sum of all retransmission timeouts of one request.
+fn total_rto(cfg: &RetransmitConfig) -> Duration {
+    (0..=cfg.tries.min(64)).map(|n| rto(cfg, n)).sum()
+}
+
 fn critical_unknown(payloads: &[Payload]) -> Option<u8> {
     payloads.iter().find_map(|p| match p {
         Payload::Unknown {
@@ -457,12 +592,19 @@ fn critical_unknown(payloads: &[Payload]) -> Option<u8> {
     })
 }
 
-/// CHILD_SA keys (RFC 7296 2.17): KEYMAT = prf+(SK_d, Ni | Nr); i->r encryption key, i->r
-/// integrity key, then r->i.
-fn child_keys(prf: PrfAlg, sk_d: &[u8], ni: &[u8], nr: &[u8], s: &EspSuite) -> (SaKeys, SaKeys) {
+/// CHILD_SA keys (RFC 7296 2.17): KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr); i->r
+/// encryption key, i->r integrity key, then r->i.
+fn child_keys(
+    prf: PrfAlg,
+    sk_d: &[u8],
+    g_ir: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    s: &EspSuite,
+) -> (SaKeys, SaKeys) {
     let ek = s.encr.key_len();
     let ik = s.integ.map_or(0, |i| i.key_len());
-    let km = ikev2::child_keymat(prf, sk_d, None, ni, nr, 2 * (ek + ik));
+    let km = ikev2::child_keymat(prf, sk_d, g_ir, ni, nr, 2 * (ek + ik));
     let part = |a: usize, b: usize| km.get(a..b).map(|x| x.to_vec()).unwrap_or_default();
     let i2r = SaKeys {
         spi: 0,
@@ -681,6 +823,14 @@ impl Endpoint {
             established_at: None,
             half_open_deadline: None,
             remote_identity: None,
+            superseded: false,
+            adopt_pending: false,
+            superseded_deadline: None,
+            tasks: VecDeque::new(),
+            delayed: Vec::new(),
+            rekey_at: None,
+            last_rx: now,
+            rekey_count: 0,
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
@@ -713,6 +863,48 @@ impl Endpoint {
             self.terminate_spi(spi, now);
         }
         Ok(())
+    }
+
+    /// Rekey now: the IKE SA of `conn` (`child` = None) or its installed CHILD_SAs named
+    /// `child` (like `swanctl --rekey`).
+    pub fn rekey(&mut self, now: Instant, conn: &str, child: Option<&str>) -> Result<(), IkeError> {
+        let spi = self
+            .find_active(conn)
+            .ok_or_else(|| IkeError::NotEstablished(conn.to_string()))?;
+        let Some(mut sa) = self.sas.remove(&spi) else {
+            return Err(IkeError::NotEstablished(conn.to_string()));
+        };
+        let r = if sa.state != State::Established {
+            Err(IkeError::NotEstablished(conn.to_string()))
+        } else {
+            match child {
+                None => {
+                    if !sa.tasks.contains(&Task::RekeyIke) {
+                        sa.tasks.push_back(Task::RekeyIke);
+                    }
+                    sa.rekey_at = None;
+                    Ok(())
+                }
+                Some(c) => {
+                    if !sa.conn.children.iter().any(|x| x.name == c) {
+                        Err(IkeError::UnknownChild(conn.to_string(), c.to_string()))
+                    } else {
+                        for ch in &mut sa.children {
+                            if ch.sa.child == c && ch.state == ChildState::Installed {
+                                ch.rekey_at = None;
+                                let t = Task::RekeyChild(ch.sa.inbound.spi);
+                                if !sa.tasks.contains(&t) {
+                                    sa.tasks.push_back(t);
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.finish(sa, Outcome::Keep, now);
+        r
     }
 
     /// Delete every IKE SA (daemon shutdown).
@@ -762,11 +954,16 @@ impl Endpoint {
     pub fn status(&self, now: Instant) -> Vec<IkeSaInfo> {
         let mut v: Vec<&IkeSa> = self.sas.values().collect();
         v.sort_by_key(|s| s.id);
+        let secs = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now).as_secs());
         v.into_iter()
             .map(|sa| IkeSaInfo {
                 id: sa.id,
                 conn: sa.conn.name.clone(),
-                state: sa.state.name().to_string(),
+                state: if sa.superseded {
+                    "REKEYED".to_string()
+                } else {
+                    sa.state.name().to_string()
+                },
                 initiator: sa.initiator,
                 local: sa.local.to_string(),
                 remote: sa.remote.to_string(),
@@ -786,12 +983,20 @@ impl Endpoint {
                 established_secs: sa
                     .established_at
                     .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
+                rekey_in_secs: secs(sa.rekey_at),
+                expires_in_secs: secs(sa.superseded_deadline),
+                rekey_count: sa.rekey_count,
                 child_sas: sa
                     .children
                     .iter()
                     .map(|c| ChildSaInfo {
                         name: c.sa.child.clone(),
-                        state: "INSTALLED".to_string(),
+                        state: match c.state {
+                            ChildState::Installed => "INSTALLED",
+                            ChildState::Rekeyed => "REKEYED",
+                            ChildState::Deleting => "DELETING",
+                        }
+                        .to_string(),
                         mode: c.sa.mode,
                         protocol: "ESP".to_string(),
                         spi_in: format!("{:08x}", c.sa.inbound.spi),
@@ -803,14 +1008,50 @@ impl Endpoint {
                         local_ts: c.sa.local_ts.iter().map(|t| t.to_string()).collect(),
                         remote_ts: c.sa.remote_ts.iter().map(|t| t.to_string()).collect(),
                         established_secs: now.saturating_duration_since(c.established).as_secs(),
+                        rekey_in_secs: secs(c.rekey_at),
+                        expires_in_secs: secs(c.expire_at),
+                        rekey_count: c.rekey_count,
                     })
                     .collect(),
             })
             .collect()
     }
 
+    /// Inbound ESP traffic was seen on the CHILD_SA with inbound SPI `spi_in`: proof of
+    /// liveness that postpones DPD of its IKE SA.
+    pub fn note_child_activity(&mut self, spi_in: u32, now: Instant) {
+        if let Some(sa) = self
+            .sas
+            .values_mut()
+            .find(|s| s.child_by_in(spi_in).is_some())
+        {
+            sa.last_rx = sa.last_rx.max(now);
+        }
+    }
+
     // ---------------------------------------------------------------------------------------
     // SA bookkeeping
+
+    /// `d` minus up to 10% at random (spreads rekeys so both peers rarely start together).
+    fn jittered(&mut self, d: Duration) -> Duration {
+        let mut b = [0u8; 8];
+        self.rng.fill(&mut b);
+        let f = (u64::from_be_bytes(b) % 1_000_001) as f64 / 1_000_000.0;
+        d.saturating_sub(d.mul_f64(0.1 * f))
+    }
+
+    /// RETRY_DELAY plus up to as much again at random.
+    fn retry_delay(&mut self) -> Duration {
+        let mut b = [0u8; 4];
+        self.rng.fill(&mut b);
+        let f = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
+        RETRY_DELAY + RETRY_DELAY.mul_f64(f)
+    }
+
+    /// How long a superseded IKE SA waits for the peer's Delete (or our decision).
+    fn superseded_grace(sa: &IkeSa) -> Duration {
+        total_rto(&sa.conn.retransmit) * 2 + Duration::from_secs(10)
+    }
 
     fn alloc_spi(&mut self) -> u64 {
         loop {
@@ -842,6 +1083,7 @@ impl Endpoint {
             if sa.conn.name != conn
                 || sa.state == State::Deleting
                 || sa.delete_queued
+                || sa.superseded
                 || !sa.initiator && sa.state == State::InitDone
             {
                 continue;
@@ -868,7 +1110,33 @@ impl Endpoint {
                 self.kick(&mut sa, now);
                 self.sas.insert(sa.our_spi(), sa);
             }
-            Outcome::Close(reason) => self.close(sa, reason),
+            Outcome::Close(reason) => {
+                let restart = reason == CloseReason::Timeout
+                    && sa.established_at.is_some()
+                    && !sa.superseded
+                    && sa.conn.dpd_action == DpdAction::Restart;
+                let conn = sa.conn.name.clone();
+                let mut names: Vec<String> = Vec::new();
+                for c in &sa.children {
+                    if !names.contains(&c.sa.child) {
+                        names.push(c.sa.child.clone());
+                    }
+                }
+                self.close(sa, reason);
+                if restart {
+                    info!("restarting connection {conn} (dpd_action = restart)");
+                    let r = if names.is_empty() {
+                        self.initiate(now, &conn, None)
+                    } else {
+                        names
+                            .iter()
+                            .try_for_each(|n| self.initiate(now, &conn, Some(n)))
+                    };
+                    if let Err(e) = r {
+                        warn!("cannot restart {conn}: {e}");
+                    }
+                }
+            }
             Outcome::Discard => {
                 if let Some(k) = sa.init_key {
                     self.init_index.remove(&k);
@@ -881,6 +1149,18 @@ impl Endpoint {
     fn close(&mut self, sa: IkeSa, reason: CloseReason) {
         if let Some(k) = sa.init_key {
             self.init_index.remove(&k);
+        }
+        if sa.superseded && sa.children.is_empty() {
+            // Replaced by its rekeyed successor: nothing to report (RFC 7296 2.18).
+            debug!(
+                "rekeyed IKE_SA {}[{}] ({:016x}_i {:016x}_r) removed: {}",
+                sa.conn.name,
+                sa.id,
+                sa.spi_i,
+                sa.spi_r,
+                reason.name()
+            );
+            return;
         }
         for c in &sa.children {
             self.events.push_back(Event::ChildSaRemoved {
@@ -923,13 +1203,17 @@ impl Endpoint {
 
     /// Start the next queued request if the window is free.
     fn kick(&mut self, sa: &mut IkeSa, now: Instant) {
-        if sa.pending.is_some() || sa.state != State::Established {
+        if sa.pending.is_some() || sa.state != State::Established || sa.adopt_pending {
             return;
         }
         if sa.delete_queued {
             sa.delete_queued = false;
             sa.state = State::Deleting;
-            info!("deleting IKE_SA {}[{}]", sa.conn.name, sa.id);
+            if sa.superseded {
+                debug!("deleting rekeyed IKE_SA {}[{}]", sa.conn.name, sa.id);
+            } else {
+                info!("deleting IKE_SA {}[{}]", sa.conn.name, sa.id);
+            }
             let del = Payload::Delete(Delete {
                 protocol: protocol_id::IKE,
                 spi_size: 0,
@@ -944,13 +1228,39 @@ impl Endpoint {
             );
             return;
         }
+        if sa.superseded {
+            return;
+        }
+        // Deletes of replaced SAs first, then rekeys, then new children, then liveness.
+        let prio = |t: &Task| match t {
+            Task::DeleteChild(_) => 0,
+            Task::RekeyIke => 1,
+            Task::RekeyChild(_) => 2,
+            Task::Create(_) => 3,
+            Task::Dpd => 4,
+        };
+        loop {
+            let best = sa
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| prio(t) < 3)
+                .min_by_key(|(i, t)| (prio(t), *i))
+                .map(|(i, _)| i);
+            let Some(i) = best else { break };
+            let Some(t) = sa.tasks.remove(i) else { break };
+            if self.start_task(sa, now, t) {
+                sa.tasks.retain(|t| *t != Task::Dpd);
+                return;
+            }
+        }
         while let Some(name) = sa.to_create.pop_front() {
             let Some(cfg) = sa.conn.children.iter().find(|c| c.name == name).cloned() else {
                 continue;
             };
             let mut ni = vec![0u8; NONCE_LEN];
             self.rng.fill(&mut ni);
-            let (cp, payloads) = self.child_proposal(sa, &cfg, Some(ni));
+            let (cp, payloads) = self.child_proposal(sa, &cfg, Some(ni), None, None);
             self.send_request(
                 sa,
                 now,
@@ -958,8 +1268,142 @@ impl Endpoint {
                 payloads,
                 ReqKind::CreateChild(cp),
             );
+            sa.tasks.retain(|t| *t != Task::Dpd);
             return;
         }
+        if let Some(i) = sa.tasks.iter().position(|t| *t == Task::Dpd) {
+            sa.tasks.remove(i);
+            debug!("IKE_SA {}[{}]: sending DPD", sa.conn.name, sa.id);
+            self.send_request(sa, now, exchange::INFORMATIONAL, Vec::new(), ReqKind::Dpd);
+        }
+    }
+
+    /// Send the request for `t`; false if it no longer applies.
+    fn start_task(&mut self, sa: &mut IkeSa, now: Instant, t: Task) -> bool {
+        match t {
+            Task::DeleteChild(spi) => {
+                if let Some(i) = sa.child_by_in(spi) {
+                    if let Some(c) = sa.children.get_mut(i) {
+                        c.state = ChildState::Deleting;
+                        c.rekey_at = None;
+                    }
+                }
+                debug!(
+                    "IKE_SA {}[{}]: deleting CHILD_SA {spi:08x}_i",
+                    sa.conn.name, sa.id
+                );
+                let del = Payload::Delete(Delete {
+                    protocol: protocol_id::ESP,
+                    spi_size: 4,
+                    spis: vec![spi.to_be_bytes().to_vec()],
+                });
+                self.send_request(
+                    sa,
+                    now,
+                    exchange::INFORMATIONAL,
+                    vec![del],
+                    ReqKind::DeleteChild(vec![spi]),
+                );
+                true
+            }
+            Task::RekeyIke => self.start_ike_rekey(sa, now, None),
+            Task::RekeyChild(spi) => self.start_child_rekey(sa, now, spi, None),
+            Task::Create(name) => {
+                if !sa.has_child(&name) {
+                    sa.to_create.push_back(name);
+                }
+                false
+            }
+            Task::Dpd => false,
+        }
+    }
+
+    /// Rekey the CHILD_SA with inbound SPI `spi` (RFC 7296 1.3.3).
+    fn start_child_rekey(
+        &mut self,
+        sa: &mut IkeSa,
+        now: Instant,
+        spi: u32,
+        group: Option<DhGroup>,
+    ) -> bool {
+        let Some(old) = sa
+            .children
+            .iter()
+            .find(|c| c.sa.inbound.spi == spi && c.state == ChildState::Installed)
+            .map(|c| c.sa.clone())
+        else {
+            return false;
+        };
+        let Some(cfg) = sa
+            .conn
+            .children
+            .iter()
+            .find(|c| c.name == old.child)
+            .cloned()
+        else {
+            return false;
+        };
+        info!(
+            "rekeying CHILD_SA {}{{{}}} {:08x}_i {:08x}_o",
+            old.conn, old.child, old.inbound.spi, old.outbound.spi
+        );
+        let mut ni = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut ni);
+        let (cp, payloads) = self.child_proposal(sa, &cfg, Some(ni), Some(&old), group);
+        self.send_request(
+            sa,
+            now,
+            exchange::CREATE_CHILD_SA,
+            payloads,
+            ReqKind::CreateChild(cp),
+        );
+        true
+    }
+
+    /// Rekey the IKE SA (RFC 7296 1.3.2): SA (with our new SPI), Ni, KEi.
+    fn start_ike_rekey(&mut self, sa: &mut IkeSa, now: Instant, group: Option<DhGroup>) -> bool {
+        let Some(suite) = sa.suite else { return false };
+        let groups = proposals::our_groups(&sa.conn.ike_proposals);
+        let g = group
+            .or_else(|| groups.contains(&suite.dh).then_some(suite.dh))
+            .or_else(|| groups.first().copied());
+        let Some(kex) = g.and_then(|g| KeyExchange::generate(g, self.rng.as_mut()).ok()) else {
+            return false;
+        };
+        info!("rekeying IKE_SA {}[{}]", sa.conn.name, sa.id);
+        let spi = loop {
+            let s = self.alloc_spi();
+            if s != sa.our_spi() {
+                break s;
+            }
+        };
+        let mut ni = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut ni);
+        let payloads = vec![
+            Payload::Sa(proposals::ike_rekey_to_wire(
+                &sa.conn.ike_proposals,
+                spi,
+                kex.group(),
+            )),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke {
+                group: kex.group().transform_id(),
+                data: kex.public_key().to_vec(),
+            },
+        ];
+        self.send_request(
+            sa,
+            now,
+            exchange::CREATE_CHILD_SA,
+            payloads,
+            ReqKind::RekeyIke(IkeRekey {
+                spi,
+                ni,
+                kex,
+                collision: None,
+            }),
+        );
+        true
     }
 
     fn on_timer(&mut self, sa: &mut IkeSa, now: Instant) -> Outcome {
@@ -968,6 +1412,11 @@ impl Endpoint {
             self.stats.half_open_expired += 1;
             return Outcome::Discard;
         }
+        if sa.superseded_deadline.is_some_and(|d| d <= now) {
+            // The peer never deleted the replaced IKE SA (or never completed the collision).
+            return Outcome::Close(CloseReason::Deleted { by_peer: false });
+        }
+        self.lifecycle_timers(sa, now);
         let tries = sa.conn.retransmit.tries;
         let cfg = sa.conn.retransmit;
         let Some(p) = sa.pending.as_mut() else {
@@ -996,6 +1445,76 @@ impl Endpoint {
         self.stats.retransmits_sent += 1;
         self.transmit(l, r, d);
         Outcome::Keep
+    }
+
+    /// Rekey, expiry, retry and DPD timers: due ones become tasks (sent by `kick`).
+    fn lifecycle_timers(&mut self, sa: &mut IkeSa, now: Instant) {
+        if sa.state != State::Established || sa.superseded {
+            return;
+        }
+        // Hard lifetime of CHILD_SAs: remove locally now, tell the peer.
+        let expired: Vec<usize> = sa
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.expire_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        for i in expired.into_iter().rev() {
+            let spi = sa.children.get(i).map(|c| c.sa.inbound.spi);
+            info!("CHILD_SA of IKE_SA {}[{}] expired", sa.conn.name, sa.id);
+            let deleting = sa
+                .children
+                .get(i)
+                .is_some_and(|c| c.state == ChildState::Deleting);
+            self.remove_child(sa, i);
+            if let (Some(spi), false) = (spi, deleting) {
+                sa.tasks.push_back(Task::DeleteChild(spi));
+            }
+        }
+        if !sa.active() {
+            return;
+        }
+        if sa.rekey_at.is_some_and(|t| t <= now) {
+            sa.rekey_at = None;
+            if !sa.tasks.contains(&Task::RekeyIke) {
+                sa.tasks.push_back(Task::RekeyIke);
+            }
+        }
+        let mut i = 0;
+        while i < sa.delayed.len() {
+            if sa.delayed.get(i).is_some_and(|d| d.0 <= now) {
+                let (_, t) = sa.delayed.swap_remove(i);
+                match t {
+                    Task::Create(name) => {
+                        if !sa.has_child(&name) {
+                            sa.to_create.push_back(name);
+                        }
+                    }
+                    t => {
+                        if !sa.tasks.contains(&t) {
+                            sa.tasks.push_back(t);
+                        }
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        for c in &mut sa.children {
+            if c.state == ChildState::Installed && c.rekey_at.is_some_and(|t| t <= now) {
+                c.rekey_at = None;
+                let t = Task::RekeyChild(c.sa.inbound.spi);
+                if !sa.tasks.contains(&t) {
+                    sa.tasks.push_back(t);
+                }
+            }
+        }
+        if sa.dpd_due().is_some_and(|t| t <= now) {
+            // RFC 7296 1.4: an empty INFORMATIONAL request checks liveness.
+            sa.last_rx = now;
+            sa.tasks.push_back(Task::Dpd);
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1151,40 +1670,83 @@ impl Endpoint {
         self.start_pending(sa, now, 0, exchange::IKE_SA_INIT, data, ReqKind::Init);
     }
 
-    /// Our CHILD_SA proposal payloads: [USE_TRANSPORT_MODE], SA, [Ni], TSi, TSr.
+    /// Our CHILD_SA proposal payloads: [USE_TRANSPORT_MODE], [N(REKEY_SA)], SA, [Ni, [KEi]],
+    /// TSi, TSr. `nonce` is given for CREATE_CHILD_SA; then a KE is added if the ESP proposals
+    /// name DH groups (PFS, RFC 7296 1.3.1), of `group` if given. `rekey` is the CHILD_SA being
+    /// rekeyed (its selectors are reused, RFC 7296 1.3.3).
     fn child_proposal(
         &mut self,
         sa: &IkeSa,
         cfg: &ChildConfig,
         nonce: Option<Vec<u8>>,
+        rekey: Option<&ChildSa>,
+        group: Option<DhGroup>,
     ) -> (ChildProposal, Vec<Payload>) {
         let spi_in = self.alloc_child_spi(sa);
-        let local_ts = if cfg.local_ts.is_empty() {
+        let local_ts = if let Some(r) = rekey {
+            r.local_ts.clone()
+        } else if cfg.local_ts.is_empty() {
             vec![host_ts(sa.local.ip())]
         } else {
             cfg.local_ts.clone()
         };
-        let remote_ts = if cfg.remote_ts.is_empty() {
+        let remote_ts = if let Some(r) = rekey {
+            r.remote_ts.clone()
+        } else if cfg.remote_ts.is_empty() {
             vec![host_ts(sa.remote.ip())]
         } else {
             cfg.remote_ts.clone()
         };
         let transport = cfg.mode == Mode::Transport;
+        let create_child = nonce.is_some();
+        let kex = if create_child {
+            group
+                .or_else(|| proposals::esp_groups(&cfg.esp_proposals).first().copied())
+                .and_then(|g| KeyExchange::generate(g, self.rng.as_mut()).ok())
+        } else {
+            None
+        };
         let mut p = Vec::new();
         if transport {
             p.push(Payload::notify(nt::USE_TRANSPORT_MODE, Vec::new()));
+        }
+        if let Some(r) = rekey {
+            // RFC 7296 1.3.3: the SPI is the one we expect in inbound packets.
+            p.push(Payload::Notify(fs_wire::ike::Notify {
+                protocol: protocol_id::ESP,
+                spi: r.inbound.spi.to_be_bytes().to_vec(),
+                ntype: nt::REKEY_SA,
+                data: Vec::new(),
+            }));
         }
         let props = cfg
             .esp_proposals
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                proposals::esp_to_wire(u8::try_from(i + 1).unwrap_or(u8::MAX), e, spi_in, false)
+                let mut e = e.clone();
+                if let Some(k) = kex.as_ref() {
+                    if let Some(j) = e.dh.iter().position(|g| *g == k.group()) {
+                        e.dh.swap(0, j);
+                    }
+                }
+                proposals::esp_to_wire(
+                    u8::try_from(i + 1).unwrap_or(u8::MAX),
+                    &e,
+                    spi_in,
+                    create_child,
+                )
             })
             .collect();
         p.push(Payload::Sa(props));
         if let Some(n) = &nonce {
             p.push(Payload::Nonce(n.clone()));
+        }
+        if let Some(k) = &kex {
+            p.push(Payload::Ke {
+                group: k.group().transform_id(),
+                data: k.public_key().to_vec(),
+            });
         }
         p.push(Payload::TsI(local_ts.clone()));
         p.push(Payload::TsR(remote_ts.clone()));
@@ -1195,6 +1757,9 @@ impl Endpoint {
             transport,
             local_ts,
             remote_ts,
+            rekey: rekey.map(|r| r.inbound.spi),
+            kex,
+            collision: None,
         };
         (cp, p)
     }
@@ -1230,7 +1795,7 @@ impl Endpoint {
         let mut cp = None;
         while let Some(name) = sa.to_create.pop_front() {
             if let Some(cfg) = sa.conn.children.iter().find(|c| c.name == name).cloned() {
-                let (p, pl) = self.child_proposal(sa, &cfg, None);
+                let (p, pl) = self.child_proposal(sa, &cfg, None, None, None);
                 payloads.extend(pl);
                 cp = Some(p);
                 break;
@@ -1453,6 +2018,14 @@ impl Endpoint {
             established_at: None,
             half_open_deadline: Some(now + HALF_OPEN_TIMEOUT),
             remote_identity: None,
+            superseded: false,
+            adopt_pending: false,
+            superseded_deadline: None,
+            tasks: VecDeque::new(),
+            delayed: Vec::new(),
+            rekey_at: None,
+            last_rx: now,
+            rekey_count: 0,
         };
         self.init_index.insert((remote, spi_i), spi_r);
         self.sas.insert(spi_r, sa);
@@ -1648,7 +2221,8 @@ impl Endpoint {
         msg: &Message,
     ) -> Outcome {
         let mid = msg.header.message_id;
-        if sa.keys.is_none() {
+        if sa.keys.is_none() || sa.adopt_pending {
+            // adopt_pending: the peer retransmits once our rekey collision is decided.
             self.stats.dropped_unexpected += 1;
             return Outcome::Keep;
         }
@@ -1679,6 +2253,7 @@ impl Endpoint {
         let Some(payloads) = self.open(sa, data, msg, remote) else {
             return Outcome::Keep;
         };
+        sa.last_rx = now;
         Self::update_addrs(sa, local, remote);
         let exch = msg.header.exchange;
         if let Some(ptype) = critical_unknown(&payloads) {
@@ -1702,7 +2277,7 @@ impl Endpoint {
         match (exch, sa.state) {
             (exchange::IKE_AUTH, State::InitDone) => self.on_auth_request(sa, now, mid, &payloads),
             (exchange::INFORMATIONAL, State::Established | State::Deleting) => {
-                self.on_info_request(sa, mid, &payloads)
+                self.on_info_request(sa, now, mid, &payloads)
             }
             (exchange::CREATE_CHILD_SA, State::Established) => {
                 self.on_create_child_request(sa, now, mid, &payloads);
@@ -1729,6 +2304,10 @@ impl Endpoint {
         sa.state = State::Established;
         sa.established_at = Some(now);
         sa.half_open_deadline = None;
+        sa.last_rx = now;
+        if let Some(d) = sa.conn.rekey_time {
+            sa.rekey_at = now.checked_add(self.jittered(d));
+        }
         info!(
             "IKE_SA {}[{}] established between {}[{}]...{}[{}]",
             sa.conn.name,
@@ -1830,21 +2409,7 @@ impl Endpoint {
             &idr.body(),
         );
         if has_notify(payloads, nt::INITIAL_CONTACT) {
-            // RFC 7296 2.4: the peer has no state from before; drop our old SAs with it.
-            let mut old: Vec<u64> = self
-                .sas
-                .iter()
-                .filter(|(_, s)| {
-                    s.conn.name == sa.conn.name && s.remote_identity.as_ref() == Some(&peer_id)
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            old.sort_unstable();
-            for k in old {
-                if let Some(o) = self.sas.remove(&k) {
-                    self.close(o, CloseReason::Deleted { by_peer: true });
-                }
-            }
+            self.initial_contact(sa, &peer_id);
         }
         self.established(sa, now);
         let mut resp = vec![
@@ -1858,12 +2423,12 @@ impl Endpoint {
         if let (Some(props), Some(tsi), Some(tsr)) = (p.sa, p.tsi, p.tsr) {
             let transport = has_notify(payloads, nt::USE_TRANSPORT_MODE);
             let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
-            match self.negotiate_child(sa, props, tsi, tsr, transport, &ni, &nr, None, false) {
+            match self.negotiate_child(sa, props, tsi, tsr, transport, &ni, &nr, None, None, None) {
                 Ok((child, pl)) => {
                     resp.extend(pl);
                     install = Some(child);
                 }
-                Err((t, name)) => {
+                Err((t, _, name)) => {
                     resp.push(Payload::notify(t, Vec::new()));
                     self.child_failed(sa, &name, reason_from_notify(t, false));
                 }
@@ -1876,8 +2441,36 @@ impl Endpoint {
         Outcome::Keep
     }
 
+    /// INITIAL_CONTACT (RFC 7296 2.4): the peer has no state from before; delete, locally and
+    /// without exchanges, all other IKE SAs of this connection with the same remote identity.
+    fn initial_contact(&mut self, sa: &IkeSa, peer_id: &Identity) {
+        let mut old: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| {
+                s.conn.name == sa.conn.name
+                    && s.remote_identity.as_ref() == Some(peer_id)
+                    && s.id != sa.id
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        old.sort_unstable();
+        for k in old {
+            if let Some(o) = self.sas.remove(&k) {
+                info!(
+                    "INITIAL_CONTACT from '{peer_id}': removing stale IKE_SA {}[{}]",
+                    o.conn.name, o.id
+                );
+                self.close(o, CloseReason::Deleted { by_peer: true });
+            }
+        }
+    }
+
     /// Responder CHILD_SA negotiation: pick the first child config whose selectors intersect
     /// the peer's (our local = peer's TSr), narrow (RFC 7296 2.9), select an ESP proposal.
+    /// `prefer` (a rekey) names the config tried first. In CREATE_CHILD_SA (`nonce` given) a
+    /// selected DH group needs the peer's KE of that group (PFS, RFC 7296 1.3.1): our KEr is then
+    /// added and g^ir goes into KEYMAT (2.17). Errors: (notify type, notify data, child name).
     #[allow(clippy::too_many_arguments)]
     fn negotiate_child(
         &mut self,
@@ -1889,10 +2482,16 @@ impl Endpoint {
         ni: &[u8],
         nr: &[u8],
         nonce: Option<Vec<u8>>,
-        create_child: bool,
-    ) -> Result<(ChildSa, Vec<Payload>), (u16, String)> {
+        prefer: Option<&str>,
+        ke: Option<(u16, &[u8])>,
+    ) -> Result<(ChildSa, Vec<Payload>), ChildError> {
+        let create_child = nonce.is_some();
         let mut chosen = None;
-        for cfg in &sa.conn.children {
+        let mut cfgs: Vec<&ChildConfig> = sa.conn.children.iter().collect();
+        if let Some(n) = prefer {
+            cfgs.sort_by_key(|c| c.name != n);
+        }
+        for cfg in cfgs {
             let lc = if cfg.local_ts.is_empty() {
                 vec![host_ts(sa.local.ip())]
             } else {
@@ -1918,22 +2517,66 @@ impl Endpoint {
                 ts_list(tsr),
                 ts_list(tsi)
             );
-            return Err((nt::TS_UNACCEPTABLE, String::new()));
+            return Err((nt::TS_UNACCEPTABLE, Vec::new(), String::new()));
         };
+        let no_proposal = || (nt::NO_PROPOSAL_CHOSEN, Vec::new(), cfg.name.clone());
+        // Prefer the group the initiator already sent a KE for (saves INVALID_KE_PAYLOAD).
+        let same_group = ke.and_then(|(g, _)| {
+            let mut ours = cfg.esp_proposals.clone();
+            ours.retain_mut(|p| {
+                if p.dh.is_empty() {
+                    return true;
+                }
+                p.dh.retain(|x| x.transform_id() == g);
+                !p.dh.is_empty()
+            });
+            proposals::select_esp(&ours, props, create_child)
+        });
         let Some((num, suite, peer_spi)) =
-            proposals::select_esp(&cfg.esp_proposals, props, create_child)
+            same_group.or_else(|| proposals::select_esp(&cfg.esp_proposals, props, create_child))
         else {
-            return Err((nt::NO_PROPOSAL_CHOSEN, cfg.name.clone()));
+            return Err(no_proposal());
         };
         let Some(prf) = sa.suite.map(|s| s.prf) else {
-            return Err((nt::NO_PROPOSAL_CHOSEN, cfg.name.clone()));
+            return Err(no_proposal());
         };
+        let mut kex = None;
+        let mut g_ir = None;
+        if let Some(g) = suite.dh {
+            match ke {
+                Some((kg, data)) if kg == g.transform_id() => {
+                    let Ok(k) = KeyExchange::generate(g, self.rng.as_mut()) else {
+                        return Err(no_proposal());
+                    };
+                    let Ok(secret) = k.shared_secret(data) else {
+                        return Err((nt::INVALID_SYNTAX, Vec::new(), cfg.name.clone()));
+                    };
+                    g_ir = Some(secret);
+                    kex = Some(k);
+                }
+                // RFC 7296 1.3.1 / 3.4: tell the initiator which group we selected.
+                _ => {
+                    return Err((
+                        nt::INVALID_KE_PAYLOAD,
+                        g.transform_id().to_be_bytes().to_vec(),
+                        cfg.name.clone(),
+                    ))
+                }
+            }
+        }
         let Some(keys) = sa.keys.as_ref() else {
-            return Err((nt::NO_PROPOSAL_CHOSEN, cfg.name.clone()));
+            return Err(no_proposal());
         };
         let transport = transport_req && cfg.mode == Mode::Transport;
         let spi_in = self.alloc_child_spi(sa);
-        let (mut i2r, mut r2i) = child_keys(prf, &keys.sk_d, ni, nr, &suite);
+        let (mut i2r, mut r2i) = child_keys(
+            prf,
+            &keys.sk_d,
+            g_ir.as_deref().map(|v| v.as_slice()),
+            ni,
+            nr,
+            &suite,
+        );
         i2r.spi = spi_in;
         r2i.spi = peer_spi;
         let mut pl = Vec::new();
@@ -1945,6 +2588,12 @@ impl Endpoint {
         )]));
         if let Some(n) = nonce {
             pl.push(Payload::Nonce(n));
+        }
+        if let Some(k) = &kex {
+            pl.push(Payload::Ke {
+                group: k.group().transform_id(),
+                data: k.public_key().to_vec(),
+            });
         }
         pl.push(Payload::TsI(r.clone()));
         pl.push(Payload::TsR(l.clone()));
@@ -1984,9 +2633,28 @@ impl Endpoint {
         );
         self.events
             .push_back(Event::ChildSaInstalled(Box::new(child.clone())));
+        let rekey = sa
+            .conn
+            .children
+            .iter()
+            .find(|c| c.name == child.child)
+            .and_then(|c| c.rekey_time);
+        let (rekey_at, expire_at) = match rekey {
+            Some(d) => (
+                now.checked_add(self.jittered(d)),
+                Duration::try_from_secs_f64(d.as_secs_f64() * 1.1)
+                    .ok()
+                    .and_then(|h| now.checked_add(h)),
+            ),
+            None => (None, None),
+        };
         sa.children.push(InstalledChild {
             sa: child,
             established: now,
+            state: ChildState::Installed,
+            rekey_at,
+            expire_at,
+            rekey_count: 0,
         });
     }
 
@@ -2014,30 +2682,67 @@ impl Endpoint {
     ) {
         let p = parts(payloads);
         let exch = exchange::CREATE_CHILD_SA;
+        let notify = |t: u16| vec![Payload::notify(t, Vec::new())];
+        if p.sa
+            .and_then(|v| v.first())
+            .is_some_and(|x| x.protocol == protocol_id::IKE)
+        {
+            self.on_ike_rekey_request(sa, now, mid, payloads);
+            return;
+        }
         let (Some(props), Some(ni), Some(tsi), Some(tsr)) = (p.sa, p.nonce, p.tsi, p.tsr) else {
-            // No TS: an IKE SA rekey, not supported yet.
-            self.respond(
-                sa,
-                exch,
-                mid,
-                vec![Payload::notify(nt::NO_PROPOSAL_CHOSEN, Vec::new())],
-            );
+            self.respond(sa, exch, mid, notify(nt::INVALID_SYNTAX));
             return;
         };
-        if !nonce_ok(ni) || p.ke.is_some() {
-            // PFS (KE in CREATE_CHILD_SA) is not supported yet.
-            self.respond(
-                sa,
-                exch,
-                mid,
-                vec![Payload::notify(nt::NO_PROPOSAL_CHOSEN, Vec::new())],
-            );
+        if !nonce_ok(ni) {
+            self.respond(sa, exch, mid, notify(nt::INVALID_SYNTAX));
             return;
+        }
+        // RFC 7296 2.25.2: no CHILD_SA creation/rekey while the IKE SA is being rekeyed.
+        if sa.superseded || sa.delete_queued || sa.pending_rekey_ike().is_some() {
+            self.respond(sa, exch, mid, notify(nt::TEMPORARY_FAILURE));
+            return;
+        }
+        // REKEY_SA (RFC 7296 1.3.3): its SPI is the peer's inbound SPI, i.e. our outbound one.
+        let rekey_spi = payloads.iter().find_map(|x| match x {
+            Payload::Notify(n) if n.ntype == nt::REKEY_SA => Some(n),
+            _ => None,
+        });
+        let mut old: Option<(u32, String, u32)> = None;
+        if let Some(n) = rekey_spi {
+            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes);
+            let found = spi
+                .ok()
+                .and_then(|spi| sa.children.iter().find(|c| c.sa.outbound.spi == spi));
+            match found {
+                None => {
+                    // RFC 7296 2.25: CHILD_SA_NOT_FOUND with the SPI copied.
+                    let resp = vec![Payload::Notify(fs_wire::ike::Notify {
+                        protocol: n.protocol,
+                        spi: n.spi.clone(),
+                        ntype: nt::CHILD_SA_NOT_FOUND,
+                        data: Vec::new(),
+                    })];
+                    self.respond(sa, exch, mid, resp);
+                    return;
+                }
+                Some(c) => {
+                    let closing = c.state != ChildState::Installed
+                        || sa.tasks.contains(&Task::DeleteChild(c.sa.inbound.spi));
+                    if closing {
+                        // RFC 7296 2.25.1: rekey of a CHILD_SA we are closing (or already
+                        // replaced).
+                        self.respond(sa, exch, mid, notify(nt::TEMPORARY_FAILURE));
+                        return;
+                    }
+                    old = Some((c.sa.inbound.spi, c.sa.child.clone(), c.rekey_count));
+                }
+            }
         }
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
         let transport = has_notify(payloads, nt::USE_TRANSPORT_MODE);
-        // A REKEY_SA request is handled as a new CHILD_SA; the peer deletes the old one (2.8).
+        let prefer = old.as_ref().map(|o| o.1.clone());
         match self.negotiate_child(
             sa,
             props,
@@ -2047,17 +2752,281 @@ impl Endpoint {
             ni,
             &nr,
             Some(nr.clone()),
-            true,
+            prefer.as_deref(),
+            p.ke,
         ) {
             Ok((child, pl)) => {
                 self.respond(sa, exch, mid, pl);
+                let new_in = child.inbound.spi;
                 self.install_child(sa, now, child);
+                if let Some((old_in, _, count)) = old {
+                    if let Some(c) = sa.children.last_mut() {
+                        c.rekey_count = count + 1;
+                    }
+                    // Make-before-break (RFC 7296 2.8): the old SA stays until the peer
+                    // deletes it.
+                    if let Some(i) = sa.child_by_in(old_in) {
+                        if let Some(c) = sa.children.get_mut(i) {
+                            c.state = ChildState::Rekeyed;
+                            c.rekey_at = None;
+                        }
+                    }
+                    sa.tasks.retain(|t| *t != Task::RekeyChild(old_in));
+                    sa.delayed.retain(|t| t.1 != Task::RekeyChild(old_in));
+                    if let Some(Pending {
+                        kind: ReqKind::CreateChild(cp),
+                        ..
+                    }) = &mut sa.pending
+                    {
+                        if cp.rekey == Some(old_in) {
+                            // RFC 7296 2.8.1: both rekeyed it; decided by nonces when our own
+                            // exchange completes.
+                            debug!("CHILD_SA rekey collision on {old_in:08x}_i");
+                            cp.collision = Some((new_in, lowest(ni, &nr)));
+                        }
+                    }
+                }
             }
-            Err((t, name)) => {
-                self.respond(sa, exch, mid, vec![Payload::notify(t, Vec::new())]);
-                self.child_failed(sa, &name, reason_from_notify(t, false));
+            Err((t, data, name)) => {
+                self.respond(sa, exch, mid, vec![Payload::notify(t, data)]);
+                if t != nt::INVALID_KE_PAYLOAD {
+                    self.child_failed(sa, &name, reason_from_notify(t, false));
+                }
             }
         }
+    }
+
+    /// Responder of an IKE SA rekey (RFC 7296 1.3.2, 2.18).
+    fn on_ike_rekey_request(
+        &mut self,
+        sa: &mut IkeSa,
+        now: Instant,
+        mid: u32,
+        payloads: &[Payload],
+    ) {
+        let exch = exchange::CREATE_CHILD_SA;
+        let notify = |t: u16| vec![Payload::notify(t, Vec::new())];
+        let colliding = sa.pending_rekey_ike().is_some();
+        let child_busy = matches!(
+            sa.pending,
+            Some(Pending {
+                kind: ReqKind::CreateChild(_) | ReqKind::DeleteChild(_),
+                ..
+            })
+        );
+        // RFC 7296 2.25.1/2.25.2: not while we create, rekey or delete a CHILD_SA, nor while
+        // closing the IKE SA (or after it was rekeyed already).
+        if sa.superseded || sa.delete_queued || child_busy {
+            self.respond(sa, exch, mid, notify(nt::TEMPORARY_FAILURE));
+            return;
+        }
+        let p = parts(payloads);
+        let (Some(props), Some(ni), Some((group, ke))) = (p.sa, p.nonce, p.ke) else {
+            self.respond(sa, exch, mid, notify(nt::INVALID_SYNTAX));
+            return;
+        };
+        let (Some(old_suite), Some(old_keys)) = (sa.suite, sa.keys.as_ref()) else {
+            return;
+        };
+        if !nonce_ok(ni) {
+            self.respond(sa, exch, mid, notify(nt::INVALID_SYNTAX));
+            return;
+        }
+        let mut same_group = sa.conn.ike_proposals.clone();
+        for x in &mut same_group {
+            x.dh.retain(|g| g.transform_id() == group);
+        }
+        let sel = proposals::select_ike_rekey(&same_group, props)
+            .or_else(|| proposals::select_ike_rekey(&sa.conn.ike_proposals, props));
+        let Some((num, suite, peer_spi)) = sel else {
+            info!(
+                "IKE_SA {}[{}]: no acceptable proposal for IKE SA rekey",
+                sa.conn.name, sa.id
+            );
+            self.respond(sa, exch, mid, notify(nt::NO_PROPOSAL_CHOSEN));
+            return;
+        };
+        if group != suite.dh.transform_id() {
+            let data = suite.dh.transform_id().to_be_bytes().to_vec();
+            self.respond(
+                sa,
+                exch,
+                mid,
+                vec![Payload::notify(nt::INVALID_KE_PAYLOAD, data)],
+            );
+            return;
+        }
+        let Ok(kex) = KeyExchange::generate(suite.dh, self.rng.as_mut()) else {
+            self.respond(sa, exch, mid, notify(nt::NO_PROPOSAL_CHOSEN));
+            return;
+        };
+        let Ok(g_ir) = kex.shared_secret(ke) else {
+            self.respond(sa, exch, mid, notify(nt::INVALID_SYNTAX));
+            return;
+        };
+        let our_spi = loop {
+            let s = self.alloc_spi();
+            if s != sa.our_spi() {
+                break s;
+            }
+        };
+        let mut nr = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut nr);
+        // RFC 7296 2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), new SPIs.
+        let k = ikev2::derive_rekeyed_ike_sa_keys(
+            old_suite.prf,
+            &old_keys.sk_d,
+            suite.prf,
+            suite.encr,
+            suite.integ,
+            &g_ir,
+            ni,
+            &nr,
+            peer_spi,
+            our_spi,
+        );
+        let Some(new) = self.rekeyed_sa(sa, now, false, peer_spi, our_spi, suite, &k, ni, &nr)
+        else {
+            self.respond(sa, exch, mid, notify(nt::NO_PROPOSAL_CHOSEN));
+            return;
+        };
+        let mut w = proposals::ike_suite_to_wire(num, &suite);
+        w.spi = our_spi.to_be_bytes().to_vec();
+        let resp = vec![
+            Payload::Sa(vec![w]),
+            Payload::Nonce(nr.clone()),
+            Payload::Ke {
+                group: suite.dh.transform_id(),
+                data: kex.public_key().to_vec(),
+            },
+        ];
+        self.respond(sa, exch, mid, resp);
+        if colliding {
+            // RFC 7296 2.8.2: keep the new SA inactive until our own rekey completes.
+            debug!("IKE_SA {}[{}]: IKE SA rekey collision", sa.conn.name, sa.id);
+            let mut new = new;
+            new.superseded = true;
+            new.adopt_pending = true;
+            new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+            if let Some(r) = sa.pending_rekey_ike() {
+                r.collision = Some((our_spi, lowest(ni, &nr)));
+            }
+            self.sas.insert(our_spi, new);
+        } else {
+            // The initiator of the rekey deletes the old IKE SA (RFC 7296 2.18).
+            self.adopt(sa, new, now);
+        }
+    }
+
+    /// A new IKE SA that replaces `old` (RFC 7296 2.18): same connection, peer and addresses;
+    /// `initiator` = we initiated the rekey; message IDs restart at 0.
+    #[allow(clippy::too_many_arguments)]
+    fn rekeyed_sa(
+        &mut self,
+        old: &IkeSa,
+        now: Instant,
+        initiator: bool,
+        spi_i: u64,
+        spi_r: u64,
+        suite: IkeSuite,
+        k: &ikev2::IkeSaKeys,
+        ni: &[u8],
+        nr: &[u8],
+    ) -> Option<IkeSa> {
+        let (tx, rx) = if initiator {
+            (
+                Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai),
+                Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar),
+            )
+        } else {
+            (
+                Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar),
+                Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai),
+            )
+        };
+        let (Ok(tx), Ok(rx)) = (tx, rx) else {
+            warn!("could not key rekeyed IKE SA transforms");
+            return None;
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Some(IkeSa {
+            id,
+            conn: old.conn.clone(),
+            initiator,
+            state: State::Established,
+            spi_i,
+            spi_r,
+            local: old.local,
+            remote: old.remote,
+            init_key: None,
+            suite: Some(suite),
+            kex: None,
+            ni: ni.to_vec(),
+            nr: nr.to_vec(),
+            keys: Some(Keys {
+                sk_d: k.sk_d.clone(),
+                sk_pi: k.sk_pi.clone(),
+                sk_pr: k.sk_pr.clone(),
+                tx,
+                rx,
+            }),
+            init_req: Vec::new(),
+            init_resp: Vec::new(),
+            cookie: None,
+            init_restarts: 0,
+            nat_local: old.nat_local,
+            nat_remote: old.nat_remote,
+            next_req_id: 0,
+            pending: None,
+            to_create: VecDeque::new(),
+            delete_queued: false,
+            expected_req_id: 0,
+            last_response: None,
+            children: Vec::new(),
+            established_at: Some(now),
+            half_open_deadline: None,
+            remote_identity: old.remote_identity.clone(),
+            superseded: false,
+            adopt_pending: false,
+            superseded_deadline: None,
+            tasks: VecDeque::new(),
+            delayed: Vec::new(),
+            rekey_at: None,
+            last_rx: now,
+            rekey_count: old.rekey_count + 1,
+        })
+    }
+
+    /// `new` replaces `old`: it takes over the unique id (so `ChildSa::ike_sa` stays valid),
+    /// the CHILD_SAs (keys unchanged) and queued work; `old` becomes inactive and is closed
+    /// silently later (by our or the peer's Delete).
+    fn adopt(&mut self, old: &mut IkeSa, mut new: IkeSa, now: Instant) {
+        new.superseded = false;
+        new.adopt_pending = false;
+        new.superseded_deadline = None;
+        std::mem::swap(&mut new.id, &mut old.id);
+        new.rekey_count = old.rekey_count + 1;
+        new.children = std::mem::take(&mut old.children);
+        new.to_create = std::mem::take(&mut old.to_create);
+        new.tasks = std::mem::take(&mut old.tasks);
+        new.tasks
+            .retain(|t| !matches!(t, Task::RekeyIke | Task::Dpd));
+        new.delayed = std::mem::take(&mut old.delayed);
+        new.delayed.retain(|t| t.1 != Task::RekeyIke);
+        new.last_rx = now;
+        if let Some(d) = new.conn.rekey_time {
+            new.rekey_at = now.checked_add(self.jittered(d));
+        }
+        old.superseded = true;
+        old.adopt_pending = false;
+        old.rekey_at = None;
+        old.superseded_deadline = Some(now + Self::superseded_grace(old));
+        info!(
+            "IKE_SA {}[{}] rekeyed: {:016x}_i {:016x}_r",
+            new.conn.name, new.id, new.spi_i, new.spi_r
+        );
+        self.finish(new, Outcome::Keep, now);
     }
 
     fn remove_child(&mut self, sa: &mut IkeSa, idx: usize) {
@@ -2075,7 +3044,13 @@ impl Endpoint {
         });
     }
 
-    fn on_info_request(&mut self, sa: &mut IkeSa, mid: u32, payloads: &[Payload]) -> Outcome {
+    fn on_info_request(
+        &mut self,
+        sa: &mut IkeSa,
+        now: Instant,
+        mid: u32,
+        payloads: &[Payload],
+    ) -> Outcome {
         let exch = exchange::INFORMATIONAL;
         let mut delete_ike = false;
         let mut our_spis: Vec<u32> = Vec::new();
@@ -2093,7 +3068,11 @@ impl Endpoint {
                                 sa.children.iter().position(|c| c.sa.outbound.spi == spi)
                             {
                                 if let Some(c) = sa.children.get(i) {
-                                    our_spis.push(c.sa.inbound.spi);
+                                    // RFC 7296 2.25.1: closing it ourselves too => no Delete
+                                    // payload in the answer.
+                                    if c.state != ChildState::Deleting {
+                                        our_spis.push(c.sa.inbound.spi);
+                                    }
                                 }
                                 self.remove_child(sa, i);
                             }
@@ -2105,8 +3084,24 @@ impl Endpoint {
         }
         if delete_ike {
             // RFC 7296 1.4.1: answer with an empty INFORMATIONAL and close.
-            info!("received DELETE for IKE_SA {}[{}]", sa.conn.name, sa.id);
             self.respond(sa, exch, mid, Vec::new());
+            // RFC 7296 2.25.2: deleted while we rekey it: forget our rekey; if the peer's
+            // colliding rekey created a new IKE SA, that one is the successor.
+            let succ = sa
+                .pending_rekey_ike()
+                .and_then(|r| r.collision.as_ref().map(|c| c.0));
+            if let Some(new) = succ.and_then(|k| self.sas.remove(&k)) {
+                sa.pending = None;
+                self.adopt(sa, new, now);
+            }
+            if sa.superseded {
+                debug!(
+                    "received DELETE for rekeyed IKE_SA {}[{}]",
+                    sa.conn.name, sa.id
+                );
+            } else {
+                info!("received DELETE for IKE_SA {}[{}]", sa.conn.name, sa.id);
+            }
             return Outcome::Close(CloseReason::Deleted { by_peer: true });
         }
         if has_notify(payloads, nt::AUTHENTICATION_FAILED) {
@@ -2147,6 +3142,7 @@ impl Endpoint {
         let Some(payloads) = self.open(sa, data, msg, remote) else {
             return Outcome::Keep;
         };
+        sa.last_rx = now;
         Self::update_addrs(sa, local, remote);
         let Some(pending) = sa.pending.take() else {
             return Outcome::Keep;
@@ -2155,15 +3151,277 @@ impl Endpoint {
             ReqKind::Init => Outcome::Keep,
             ReqKind::Auth(cp) => self.on_auth_response(sa, now, &payloads, cp),
             ReqKind::CreateChild(cp) => {
-                let nr = parts(&payloads)
-                    .nonce
-                    .map(|n| n.to_vec())
-                    .unwrap_or_default();
-                let ni = cp.ni.clone();
-                self.complete_child(sa, now, cp, &payloads, &ni, &nr);
+                self.on_create_child_response(sa, now, cp, &payloads);
                 Outcome::Keep
             }
+            ReqKind::RekeyIke(r) => {
+                self.on_ike_rekey_response(sa, now, r, &payloads);
+                Outcome::Keep
+            }
+            ReqKind::DeleteChild(spis) => {
+                for spi in spis {
+                    if let Some(i) = sa.child_by_in(spi) {
+                        self.remove_child(sa, i);
+                    }
+                }
+                Outcome::Keep
+            }
+            ReqKind::Dpd => Outcome::Keep,
             ReqKind::DeleteIke => Outcome::Close(CloseReason::Deleted { by_peer: false }),
+        }
+    }
+
+    /// The group an INVALID_KE_PAYLOAD notify asks for.
+    fn requested_group(payloads: &[Payload]) -> Option<DhGroup> {
+        notify_data(payloads, nt::INVALID_KE_PAYLOAD)
+            .first()
+            .and_then(|b| b.get(..2))
+            .and_then(|b| DhGroup::from_wire(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    fn on_create_child_response(
+        &mut self,
+        sa: &mut IkeSa,
+        now: Instant,
+        cp: ChildProposal,
+        payloads: &[Payload],
+    ) {
+        let err = first_error(payloads);
+        let old_installed = cp.rekey.and_then(|spi| {
+            sa.children
+                .iter()
+                .find(|c| c.sa.inbound.spi == spi && c.state == ChildState::Installed)
+                .map(|_| spi)
+        });
+        match err {
+            Some(nt::INVALID_KE_PAYLOAD) => {
+                let groups = sa
+                    .conn
+                    .children
+                    .iter()
+                    .find(|c| c.name == cp.name)
+                    .map(|c| proposals::esp_groups(&c.esp_proposals))
+                    .unwrap_or_default();
+                let g = Self::requested_group(payloads);
+                let cur = cp.kex.as_ref().map(|k| k.group());
+                if let Some(g) = g.filter(|g| groups.contains(g) && Some(*g) != cur) {
+                    // RFC 7296 1.3.1: retry with the group the responder selected.
+                    let sent = match cp.rekey {
+                        Some(spi) => self.start_child_rekey(sa, now, spi, Some(g)),
+                        None => {
+                            let cfg = sa.conn.children.iter().find(|c| c.name == cp.name).cloned();
+                            if let Some(cfg) = cfg {
+                                let mut ni = vec![0u8; NONCE_LEN];
+                                self.rng.fill(&mut ni);
+                                let (ncp, pl) =
+                                    self.child_proposal(sa, &cfg, Some(ni), None, Some(g));
+                                self.send_request(
+                                    sa,
+                                    now,
+                                    exchange::CREATE_CHILD_SA,
+                                    pl,
+                                    ReqKind::CreateChild(ncp),
+                                );
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                    };
+                    if sent {
+                        if let Some(Pending {
+                            kind: ReqKind::CreateChild(ncp),
+                            ..
+                        }) = &mut sa.pending
+                        {
+                            ncp.collision = cp.collision;
+                        }
+                        return;
+                    }
+                }
+            }
+            Some(nt::TEMPORARY_FAILURE) => {
+                // RFC 7296 2.25: retry later, not immediately.
+                let at = now + self.retry_delay();
+                match (cp.rekey, old_installed) {
+                    (Some(_), Some(spi)) => sa.delayed.push((at, Task::RekeyChild(spi))),
+                    (Some(_), None) => {}
+                    (None, _) => sa.delayed.push((at, Task::Create(cp.name.clone()))),
+                }
+                debug!(
+                    "CHILD_SA {}{{{}}}: TEMPORARY_FAILURE, retrying later",
+                    sa.conn.name, cp.name
+                );
+                return;
+            }
+            Some(nt::CHILD_SA_NOT_FOUND) if cp.rekey.is_some() => {
+                // RFC 7296 2.25: silently delete it and create it again from scratch.
+                if let Some(i) = cp.rekey.and_then(|spi| sa.child_by_in(spi)) {
+                    self.remove_child(sa, i);
+                }
+                if !sa.has_child(&cp.name) {
+                    sa.to_create.push_back(cp.name.clone());
+                }
+                return;
+            }
+            _ => {}
+        }
+        let nr = parts(payloads)
+            .nonce
+            .map(|n| n.to_vec())
+            .unwrap_or_default();
+        let ni = cp.ni.clone();
+        let (rekey, collision, name) = (cp.rekey, cp.collision.clone(), cp.name.clone());
+        let Some(new_in) = self.complete_child(sa, now, cp, payloads, &ni, &nr) else {
+            if let Some(spi) = old_installed {
+                // Rekey failed: try again later (the hard lifetime bounds the old SA).
+                let at = now + self.retry_delay();
+                sa.delayed.push((at, Task::RekeyChild(spi)));
+            }
+            return;
+        };
+        let Some(old_in) = rekey else { return };
+        let count = sa
+            .child_by_in(old_in)
+            .and_then(|i| sa.children.get(i))
+            .map_or(0, |c| c.rekey_count);
+        if let Some(c) = sa.children.last_mut() {
+            c.rekey_count = count + 1;
+        }
+        if collision.is_some() {
+            self.stats.rekey_collisions += 1;
+        }
+        let lose = collision
+            .as_ref()
+            .is_some_and(|(_, theirs)| lowest(&ni, &nr) < *theirs);
+        if lose {
+            // RFC 7296 2.8.1: our exchange had the lowest nonce: our new SA is redundant and
+            // we close it; the peer deletes the old one.
+            info!(
+                "CHILD_SA {}{{{name}}} rekey collision lost, deleting redundant {new_in:08x}_i",
+                sa.conn.name
+            );
+            if let Some(c) = sa.children.last_mut() {
+                c.state = ChildState::Rekeyed;
+                c.rekey_at = None;
+            }
+            sa.tasks.push_back(Task::DeleteChild(new_in));
+        } else if let Some(i) = sa.child_by_in(old_in) {
+            // Make-before-break (RFC 7296 2.8): the new SA is installed, delete the old one.
+            if let Some(c) = sa.children.get_mut(i) {
+                c.state = ChildState::Rekeyed;
+                c.rekey_at = None;
+            }
+            sa.tasks.push_back(Task::DeleteChild(old_in));
+        }
+    }
+
+    fn on_ike_rekey_response(
+        &mut self,
+        sa: &mut IkeSa,
+        now: Instant,
+        r: IkeRekey,
+        payloads: &[Payload],
+    ) {
+        if let Some(g) = Self::requested_group(payloads) {
+            if proposals::our_groups(&sa.conn.ike_proposals).contains(&g) && g != r.kex.group() {
+                // RFC 7296 1.3.2: retry with the group the responder selected.
+                if self.start_ike_rekey(sa, now, Some(g)) {
+                    if let Some(n) = sa.pending_rekey_ike() {
+                        n.collision = r.collision;
+                    }
+                    return;
+                }
+            }
+        }
+        let p = parts(payloads);
+        type Answer = (IkeSuite, u64, Vec<u8>, Zeroizing<Vec<u8>>);
+        let result = (|| -> Result<Answer, String> {
+            if let Some(t) = first_error(payloads) {
+                return Err(notify_name(t));
+            }
+            let (Some(props), Some(nr), Some((group, ke))) = (p.sa, p.nonce, p.ke) else {
+                return Err("INVALID_SYNTAX".to_string());
+            };
+            let Some((suite, peer_spi)) =
+                proposals::check_ike_rekey_response(&sa.conn.ike_proposals, props)
+            else {
+                return Err("NO_PROPOSAL_CHOSEN".to_string());
+            };
+            if group != suite.dh.transform_id() || r.kex.group() != suite.dh || !nonce_ok(nr) {
+                return Err("INVALID_SYNTAX".to_string());
+            }
+            let g_ir = r
+                .kex
+                .shared_secret(ke)
+                .map_err(|_| "INVALID_KE_PAYLOAD".to_string())?;
+            Ok((suite, peer_spi, nr.to_vec(), g_ir))
+        })();
+        let (suite, peer_spi, nr, g_ir) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(n2) = r.collision.and_then(|c| self.sas.remove(&c.0)) {
+                    // Ours failed, the peer's succeeded: that one is the successor.
+                    self.adopt(sa, n2, now);
+                } else {
+                    info!(
+                        "IKE_SA {}[{}] rekey failed: {e}, retrying later",
+                        sa.conn.name, sa.id
+                    );
+                    let at = now + self.retry_delay();
+                    sa.delayed.push((at, Task::RekeyIke));
+                }
+                return;
+            }
+        };
+        let (Some(old_suite), Some(old_keys)) = (sa.suite, sa.keys.as_ref()) else {
+            return;
+        };
+        // RFC 7296 2.18.
+        let k = ikev2::derive_rekeyed_ike_sa_keys(
+            old_suite.prf,
+            &old_keys.sk_d,
+            suite.prf,
+            suite.encr,
+            suite.integ,
+            &g_ir,
+            &r.ni,
+            &nr,
+            r.spi,
+            peer_spi,
+        );
+        let Some(mut new) = self.rekeyed_sa(sa, now, true, r.spi, peer_spi, suite, &k, &r.ni, &nr)
+        else {
+            return;
+        };
+        if r.collision.is_some() {
+            self.stats.rekey_collisions += 1;
+        }
+        let lose = r
+            .collision
+            .as_ref()
+            .is_some_and(|(_, theirs)| lowest(&r.ni, &nr) < *theirs);
+        let n2 = r.collision.as_ref().and_then(|c| self.sas.remove(&c.0));
+        match n2 {
+            Some(n2) if lose => {
+                // RFC 7296 2.8.2: ours had the lowest nonce: our new IKE SA is redundant, we
+                // delete it; the peer's becomes the successor and the peer deletes the old one.
+                info!("IKE_SA {}[{}] rekey collision lost", sa.conn.name, sa.id);
+                new.superseded = true;
+                new.delete_queued = true;
+                new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+                self.finish(new, Outcome::Keep, now);
+                self.adopt(sa, n2, now);
+            }
+            n2 => {
+                if let Some(mut n2) = n2 {
+                    // We won: the peer deletes its redundant SA.
+                    n2.adopt_pending = false;
+                    self.sas.insert(n2.our_spi(), n2);
+                }
+                sa.delete_queued = true;
+                self.adopt(sa, new, now);
+            }
         }
     }
 
@@ -2214,6 +3472,9 @@ impl Endpoint {
             }
             return Outcome::Close(CloseReason::AuthenticationFailed { by_peer: false });
         }
+        if has_notify(payloads, nt::INITIAL_CONTACT) {
+            self.initial_contact(sa, &peer_id);
+        }
         sa.remote_identity = Some(peer_id);
         self.established(sa, now);
         if let Some(cp) = cp {
@@ -2223,7 +3484,8 @@ impl Endpoint {
         Outcome::Keep
     }
 
-    /// Initiator: check the responder's CHILD_SA answer and install it.
+    /// Initiator: check the responder's CHILD_SA answer and install it; returns the new
+    /// inbound SPI.
     fn complete_child(
         &mut self,
         sa: &mut IkeSa,
@@ -2232,31 +3494,36 @@ impl Endpoint {
         payloads: &[Payload],
         ni: &[u8],
         nr: &[u8],
-    ) {
+    ) -> Option<u32> {
         if let Some(t) = first_error(payloads) {
             self.child_failed(sa, &cp.name, reason_from_notify(t, true));
-            return;
+            return None;
         }
         let p = parts(payloads);
         let (Some(props), Some(tsi), Some(tsr)) = (p.sa, p.tsi, p.tsr) else {
             self.child_failed(sa, &cp.name, CloseReason::Error("INVALID_SYNTAX".into()));
-            return;
+            return None;
         };
-        let Some(cfg) = sa.conn.children.iter().find(|c| c.name == cp.name).cloned() else {
-            return;
-        };
-        let Some((suite, peer_spi)) = proposals::check_esp_response(&cfg.esp_proposals, props)
+        let cfg = sa
+            .conn
+            .children
+            .iter()
+            .find(|c| c.name == cp.name)
+            .cloned()?;
+        let create_child = !cp.ni.is_empty();
+        let Some((suite, peer_spi)) =
+            proposals::check_esp_response(&cfg.esp_proposals, props, create_child)
         else {
             self.child_failed(
                 sa,
                 &cp.name,
                 CloseReason::NoProposalChosen { by_peer: false },
             );
-            return;
+            return None;
         };
         if !proposals::within(&cp.local_ts, tsi) || !proposals::within(&cp.remote_ts, tsr) {
             self.child_failed(sa, &cp.name, CloseReason::TsUnacceptable { by_peer: false });
-            return;
+            return None;
         }
         if cp.transport && !has_notify(payloads, nt::USE_TRANSPORT_MODE) {
             self.child_failed(
@@ -2264,16 +3531,44 @@ impl Endpoint {
                 &cp.name,
                 CloseReason::Error("USE_TRANSPORT_MODE".into()),
             );
-            return;
+            return None;
         }
         if !nonce_ok(nr) {
             self.child_failed(sa, &cp.name, CloseReason::Error("INVALID_SYNTAX".into()));
-            return;
+            return None;
         }
-        let (Some(s), Some(keys)) = (sa.suite, sa.keys.as_ref()) else {
-            return;
+        // PFS (RFC 7296 1.3.1): the selected group must be the one of our KEi, with a KEr.
+        let g_ir = match suite.dh {
+            None => None,
+            Some(g) => {
+                let secret = match (cp.kex.as_ref(), p.ke) {
+                    (Some(k), Some((kg, data))) if k.group() == g && kg == g.transform_id() => {
+                        k.shared_secret(data).ok()
+                    }
+                    _ => None,
+                };
+                let Some(secret) = secret else {
+                    self.child_failed(
+                        sa,
+                        &cp.name,
+                        CloseReason::Error("INVALID_KE_PAYLOAD".into()),
+                    );
+                    return None;
+                };
+                Some(secret)
+            }
         };
-        let (mut i2r, mut r2i) = child_keys(s.prf, &keys.sk_d, ni, nr, &suite);
+        let (Some(s), Some(keys)) = (sa.suite, sa.keys.as_ref()) else {
+            return None;
+        };
+        let (mut i2r, mut r2i) = child_keys(
+            s.prf,
+            &keys.sk_d,
+            g_ir.as_deref().map(|v| v.as_slice()),
+            ni,
+            nr,
+            &suite,
+        );
         i2r.spi = peer_spi;
         r2i.spi = cp.spi_in;
         let child = ChildSa {
@@ -2294,6 +3589,7 @@ impl Endpoint {
             udp_encap: sa.udp_encap(),
         };
         self.install_child(sa, now, child);
+        Some(cp.spi_in)
     }
 }
 
@@ -2319,6 +3615,17 @@ impl Endpoint {
         });
         self.sas.insert(spi, sa);
         t
+    }
+    /// Test hook: no exchange in progress or queued, no rekeyed IKE SA left over.
+    pub(crate) fn test_idle(&self) -> bool {
+        self.sas.values().all(|s| {
+            s.pending.is_none()
+                && s.tasks.is_empty()
+                && s.to_create.is_empty()
+                && !s.superseded
+                && !s.delete_queued
+                && s.children.iter().all(|c| c.state == ChildState::Installed)
+        })
     }
     /// Test hook: decrypt a message received on `conn`'s IKE SA.
     pub(crate) fn test_open(&mut self, conn: &str, data: &[u8]) -> Option<Vec<Payload>> {

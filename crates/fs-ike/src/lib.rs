@@ -11,7 +11,7 @@ pub mod endpoint;
 mod proposals;
 mod sk;
 
-pub use config::{ChildConfig, Config, ConnConfig, RetransmitConfig, StartAction};
+pub use config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction};
 pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
 pub use endpoint::{ChildSaInfo, IkeSaInfo};
 

@@ -21,6 +21,8 @@ pub(crate) struct EspSuite {
     pub encr: EncrAlg,
     pub integ: Option<IntegAlg>,
     pub esn: bool,
+    /// PFS group negotiated in CREATE_CHILD_SA (never in IKE_AUTH, RFC 7296 1.2).
+    pub dh: Option<DhGroup>,
 }
 
 fn encr_t(e: EncrAlg) -> WTransform {
@@ -71,6 +73,22 @@ pub(crate) fn ike_to_wire(num: u8, p: &IkeProposal) -> Proposal {
     }
 }
 
+/// Our IKE proposals for an IKE SA rekey (RFC 7296 1.3.2): with our new 8-byte SPI, the group of
+/// `group` (the KE we send) first so the responder prefers it.
+pub(crate) fn ike_rekey_to_wire(ours: &[IkeProposal], spi: u64, group: DhGroup) -> Vec<Proposal> {
+    ours.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            if let Some(k) = p.dh.iter().position(|g| *g == group) {
+                p.dh.swap(0, k);
+            }
+            let mut w = ike_to_wire(u8::try_from(i + 1).unwrap_or(u8::MAX), &p);
+            w.spi = spi.to_be_bytes().to_vec();
+            w
+        })
+        .collect()
+}
 /// Our ESP proposal as a wire proposal with our inbound SPI. DH transforms are only included
 /// when `with_dh` (never in IKE_AUTH, RFC 7296 1.2).
 pub(crate) fn esp_to_wire(num: u8, p: &EspProposal, spi: u32, with_dh: bool) -> Proposal {
@@ -111,6 +129,9 @@ pub(crate) fn esp_suite_to_wire(num: u8, s: &EspSuite, spi: u32) -> Proposal {
     if let Some(i) = s.integ {
         tr.push(t(tt::INTEG, i.transform_id()));
     }
+    if let Some(g) = s.dh {
+        tr.push(t(tt::DH, g.transform_id()));
+    }
     tr.push(t(tt::ESN, u16::from(s.esn)));
     Proposal {
         num,
@@ -131,6 +152,8 @@ struct Offer {
     dh: Vec<DhGroup>,
     /// DH transforms other than NONE.
     dh_count: usize,
+    /// A DH transform NONE was offered.
+    dh_none: bool,
     esn: Vec<bool>,
     /// Counts per type, to check that a response carries exactly one of each.
     counts: [usize; 6],
@@ -153,6 +176,7 @@ fn decode(p: &Proposal) -> Offer {
                 o.dh_count += 1;
                 o.dh.extend(DhGroup::from_wire(x.id));
             }
+            tt::DH => o.dh_none = true,
             tt::ESN => match x.id {
                 0 => o.esn.push(false),
                 1 => o.esn.push(true),
@@ -192,7 +216,9 @@ fn match_ike(ours: &IkeProposal, p: &Proposal) -> Option<IkeSuite> {
     })
 }
 
-fn match_esp(ours: &EspProposal, p: &Proposal, check_dh: bool) -> Option<EspSuite> {
+/// `negotiate_dh`: CREATE_CHILD_SA, where a DH transform means PFS (RFC 7296 1.3.1); in IKE_AUTH
+/// DH transforms are ignored.
+fn match_esp(ours: &EspProposal, p: &Proposal, negotiate_dh: bool) -> Option<EspSuite> {
     if p.protocol != protocol_id::ESP || p.spi.len() != 4 {
         return None;
     }
@@ -206,13 +232,25 @@ fn match_esp(ours: &EspProposal, p: &Proposal, check_dh: bool) -> Option<EspSuit
     } else {
         Some(first_common(&ours.integ, &o.integ)?)
     };
-    // PFS is not negotiated yet: a CREATE_CHILD_SA proposal that insists on a group is refused.
-    if check_dh && o.dh_count != 0 {
-        return None;
-    }
+    let dh = if !negotiate_dh {
+        None
+    } else if ours.dh.is_empty() {
+        // No PFS configured: acceptable only if the peer allows NONE (or offers no group).
+        if o.dh_count != 0 && !o.dh_none {
+            return None;
+        }
+        None
+    } else {
+        Some(first_common(&ours.dh, &o.dh)?)
+    };
     let theirs_esn = if o.esn.is_empty() { vec![false] } else { o.esn };
     let esn = first_common(&esns_of(ours), &theirs_esn)?;
-    Some(EspSuite { encr, integ, esn })
+    Some(EspSuite {
+        encr,
+        integ,
+        esn,
+        dh,
+    })
 }
 
 /// Responder selection: the first of OUR proposals (configuration order) that some peer
@@ -230,11 +268,11 @@ pub(crate) fn select_ike(ours: &[IkeProposal], theirs: &[Proposal]) -> Option<(u
 pub(crate) fn select_esp(
     ours: &[EspProposal],
     theirs: &[Proposal],
-    check_dh: bool,
+    negotiate_dh: bool,
 ) -> Option<(u8, EspSuite, u32)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
-            let s = match_esp(o, p, check_dh)?;
+            let s = match_esp(o, p, negotiate_dh)?;
             let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
             Some((p.num, s, spi))
         })
@@ -256,6 +294,7 @@ pub(crate) fn check_ike_response(ours: &[IkeProposal], resp: &[Proposal]) -> Opt
 pub(crate) fn check_esp_response(
     ours: &[EspProposal],
     resp: &[Proposal],
+    negotiate_dh: bool,
 ) -> Option<(EspSuite, u32)> {
     let [p] = resp else { return None };
     let o = decode(p);
@@ -264,8 +303,46 @@ pub(crate) fn check_esp_response(
     }
     let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
     ours.iter()
-        .find_map(|x| match_esp(x, p, false))
+        .find_map(|x| match_esp(x, p, negotiate_dh))
         .map(|s| (s, spi))
+}
+
+/// Responder selection for an IKE SA rekey (RFC 7296 1.3.2): like [`select_ike`], but the
+/// proposal must carry the initiator's new 8-byte SPI, which is returned too.
+pub(crate) fn select_ike_rekey(
+    ours: &[IkeProposal],
+    theirs: &[Proposal],
+) -> Option<(u8, IkeSuite, u64)> {
+    ours.iter().find_map(|o| {
+        theirs.iter().find_map(|p| {
+            let spi = u64::from_be_bytes(p.spi.as_slice().try_into().ok()?);
+            if spi == 0 {
+                return None;
+            }
+            match_ike(o, p).map(|s| (p.num, s, spi))
+        })
+    })
+}
+
+/// Initiator check of an IKE SA rekey response; also returns the responder's new SPI.
+pub(crate) fn check_ike_rekey_response(
+    ours: &[IkeProposal],
+    resp: &[Proposal],
+) -> Option<(IkeSuite, u64)> {
+    let s = check_ike_response(ours, resp)?;
+    let spi = u64::from_be_bytes(resp.first()?.spi.as_slice().try_into().ok()?);
+    (spi != 0).then_some((s, spi))
+}
+
+/// All groups named in our ESP proposals (PFS groups), in order.
+pub(crate) fn esp_groups(ours: &[EspProposal]) -> Vec<DhGroup> {
+    let mut v: Vec<DhGroup> = Vec::new();
+    for g in ours.iter().flat_map(|p| p.dh.iter()) {
+        if !v.contains(g) {
+            v.push(*g);
+        }
+    }
+    v
 }
 
 /// All groups named in our IKE proposals.

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 mod cases;
+mod lifecycle;
 
 pub const A: &str = "100.1.1.1";
 pub const B: &str = "200.2.2.2";
@@ -100,6 +101,7 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         force_encap: false,
         rekey_time: None,
         dpd_delay: None,
+        dpd_action: Default::default(),
     }
 }
 
