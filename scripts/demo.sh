@@ -87,7 +87,7 @@ fi
 log "without a tunnel hostA cannot reach hostB (as expected)"
 
 # 3. capture on the outside link (started before the tunnel, so IKE shows too)
-ip netns exec $NS_GA tcpdump -Z root -U -n -i ga-out -w "$STATE/outside.pcap" >/dev/null 2>"$STATE/tcpdump.log" &
+ip netns exec $NS_GA tcpdump -Z root -U -n -s 128 -i ga-out -w "$STATE/outside.pcap" >/dev/null 2>"$STATE/tcpdump.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do grep -q 'listening on' "$STATE/tcpdump.log" 2>/dev/null && break; sleep 0.1; done
 
