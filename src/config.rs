@@ -2,7 +2,7 @@
 //!
 //! Every error names the file, the field path and the reason, e.g.
 //! `gw-a.toml: connections.s2s.children.net.esp_proposals[0]: unknown algorithm keyword "aes999"`.
-use fs_ike::{ChildConfig, ConnConfig, RetransmitConfig, StartAction};
+use fs_ike::{ChildConfig, ConnConfig, DpdAction, RetransmitConfig, StartAction};
 use fs_wire::{id::Identity, ts::TrafficSelector};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -108,6 +108,7 @@ struct RawConn {
     retransmit_base: Option<f64>,
     rekey_time: Option<RawDuration>,
     dpd_delay: Option<RawDuration>,
+    dpd_action: Option<String>,
     local: RawLocal,
     #[serde(default)]
     remote: RawRemote,
@@ -528,6 +529,23 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             duration(&ctx, &format!("{p}.dpd_delay"), &c.dpd_delay)?,
             None,
         );
+        let dpd_action = match c.dpd_action.as_deref().unwrap_or("clear") {
+            "clear" => DpdAction::Clear,
+            "restart" => DpdAction::Restart,
+            "trap" => DpdAction::Trap,
+            a => {
+                return Err(ctx.err(
+                    format!("{p}.dpd_action"),
+                    format!("invalid dpd_action {a:?} (clear | restart | trap)"),
+                ))
+            }
+        };
+        if dpd_action != DpdAction::Clear && remote_addrs.is_empty() {
+            return Err(ctx.err(
+                format!("{p}.dpd_action"),
+                "restart/trap need a peer to initiate to: set remote_addrs",
+            ));
+        }
 
         let mut children = Vec::new();
         for (chname, ch) in &c.children {
@@ -634,7 +652,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             force_encap: c.encap,
             rekey_time,
             dpd_delay,
-            dpd_action: Default::default(),
+            dpd_action,
         });
     }
     Ok(FileConfig {
@@ -699,6 +717,8 @@ secret = "wrong"
         assert_eq!(s.retransmit.timeout, Duration::from_millis(500));
         assert_eq!(s.rekey_time, Some(Duration::from_secs(120)));
         assert_eq!(s.dpd_delay, None);
+        assert_eq!(s.dpd_action, DpdAction::Clear);
+        assert_eq!(s.children[0].rekey_time, Some(Duration::from_secs(3600)));
         assert_eq!(s.remote_port, 500);
         assert_eq!(s.local_id, Identity::Fqdn("gw-a.example".into()));
         assert_eq!(s.children[0].start_action, StartAction::Trap);
@@ -718,6 +738,23 @@ secret = "wrong"
             let c = load(&dir.join(f)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.ike.connections[0].psk.len(), 33);
         }
+    }
+
+    #[test]
+    fn lifecycle_settings() {
+        let c = p(&GOOD
+            .replace("dpd_delay = 0", "dpd_delay = \"5s\"\ndpd_action = \"restart\"")
+            .replace("start_action = \"trap\"", "start_action = \"trap\"\n  rekey_time = \"15s\""))
+        .unwrap();
+        let s = &c.ike.connections[0];
+        assert_eq!(s.dpd_delay, Some(Duration::from_secs(5)));
+        assert_eq!(s.dpd_action, DpdAction::Restart);
+        assert_eq!(s.children[0].rekey_time, Some(Duration::from_secs(15)));
+        let c = p(&GOOD.replace("dpd_delay = 0", "dpd_action = \"trap\"")).unwrap();
+        assert_eq!(c.ike.connections[0].dpd_action, DpdAction::Trap);
+        let e = err(&GOOD.replace("dpd_delay = 0", "dpd_action = \"hold\""));
+        assert!(e.contains("connections.s2s.dpd_action"), "{e}");
+        assert!(e.contains("clear | restart | trap"), "{e}");
     }
 
     #[test]

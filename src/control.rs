@@ -83,6 +83,22 @@ fn n(v: &Value, k: &str) -> u64 {
 }
 
 /// Human output in the style of `swanctl --list-sas`.
+/// `, rekeying in 12s, expires in 30s, rekeyed 2 times` (only the parts that apply).
+fn lifetimes(v: &Value) -> String {
+    let mut o = String::new();
+    if let Some(r) = v.get("rekey_in_secs").and_then(Value::as_u64) {
+        o += &format!(", rekeying in {r}s");
+    }
+    if let Some(e) = v.get("expires_in_secs").and_then(Value::as_u64) {
+        o += &format!(", expires in {e}s");
+    }
+    let c = v.get("rekey_count").and_then(Value::as_u64).unwrap_or(0);
+    if c > 0 {
+        o += &format!(", rekeyed {c} time{}", if c == 1 { "" } else { "s" });
+    }
+    o
+}
+
 pub fn format_status(st: &Value) -> String {
     let mut o = String::new();
     let empty = Vec::new();
@@ -134,7 +150,11 @@ pub fn format_status(st: &Value) -> String {
         if !algs.is_empty() {
             o += &format!("  {}\n", algs.join("/"));
         }
-        o += &format!("  established {}s ago\n", n(sa, "established_secs"));
+        o += &format!(
+            "  established {}s ago{}\n",
+            n(sa, "established_secs"),
+            lifetimes(sa)
+        );
         for ch in sa
             .get("child_sas")
             .and_then(Value::as_array)
@@ -163,7 +183,11 @@ pub fn format_status(st: &Value) -> String {
                 encap,
                 alg
             );
-            o += &format!("    installed {}s ago\n", n(ch, "established_secs"));
+            o += &format!(
+                "    installed {}s ago{}\n",
+                n(ch, "established_secs"),
+                lifetimes(ch)
+            );
             o += &format!(
                 "    in  {:>8}, {:>10} bytes, {:>8} packets\n",
                 s(ch, "spi_in"),
@@ -239,8 +263,9 @@ mod tests {
             "ike_sas": [{"id": 1, "conn": "s2s", "state": "ESTABLISHED", "initiator": true,
               "local": "100.1.1.1[500]", "remote": "200.2.2.2[500]", "local_id": "gw-a.example",
               "remote_id": "gw-b.example", "spi_i": "01", "spi_r": "02", "encr": "AES_GCM_16-256",
-              "established_secs": 3,
+              "established_secs": 3, "rekey_in_secs": 100, "rekey_count": 0,
               "child_sas": [{"name": "net", "state": "INSTALLED", "mode": "Tunnel", "protocol": "ESP",
+                 "established_secs": 4, "rekey_in_secs": 10, "expires_in_secs": 20, "rekey_count": 2,
                  "spi_in": "c0000001", "spi_out": "c0000002", "encr": "AES_GCM_16-256", "encap": false,
                  "local_ts": ["192.168.1.0/24"], "remote_ts": ["192.168.2.0/24"], "bytes_in": 84,
                  "packets_in": 1}]}],
@@ -256,6 +281,14 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("local  192.168.1.0/24"), "{out}");
+        assert!(
+            out.contains("established 3s ago, rekeying in 100s\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("installed 4s ago, rekeying in 10s, expires in 20s, rekeyed 2 times"),
+            "{out}"
+        );
         assert!(out.contains("data plane: no_policy=2"), "{out}");
         assert_eq!(format_status(&serde_json::json!({})), "no IKE_SAs\n");
     }

@@ -52,7 +52,15 @@ struct InstalledChild {
     spi_in: u32,
     spi_out: u32,
     nets: Vec<IpNet>,
+    /// Outbound policy held back (we answered the rekey): installed once the new SA carries
+    /// inbound traffic or the SA it replaces is removed.
+    pending_out: Option<Policy>,
+    /// Inbound packets at the last activity poll (feeds DPD via `note_child_activity`).
+    last_packets_in: u64,
 }
+
+/// How often the control thread reads per-SA inbound counters (DPD liveness).
+const ACTIVITY_POLL: Duration = Duration::from_secs(1);
 
 /// Route reference counts towards the TUN device.
 struct Routes {
@@ -198,6 +206,7 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         pending_up: Vec::new(),
         pending_down: Vec::new(),
         installed: Vec::new(),
+        last_activity_poll: Instant::now(),
     };
     d.setup_policies();
     d.initiate_start_children();
@@ -280,6 +289,7 @@ struct Daemon {
     pending_up: Vec<PendingUp>,
     pending_down: Vec<PendingDown>,
     installed: Vec<InstalledChild>,
+    last_activity_poll: Instant,
 }
 
 impl Daemon {
@@ -296,10 +306,12 @@ impl Daemon {
                     ch.remote_ts.clone(),
                     trap,
                 );
-                if trap {
-                    for n in nets_of(&ch.remote_ts) {
-                        self.routes.add(n);
-                    }
+                // Route the remote nets into the TUN device for every configured child, not
+                // only trap ones: otherwise, while no SA is up (start_action none, or after
+                // `down`), the kernel forwards these packets by its other routes (a default
+                // route) in cleartext instead of ferroswan dropping them as `no_sa`.
+                for n in nets_of(&ch.remote_ts) {
+                    self.routes.add(n);
                 }
             }
         }
@@ -382,6 +394,7 @@ impl Daemon {
                 default(wait) => {},
             }
             let now = Instant::now();
+            self.poll_sa_activity(now);
             self.endpoint.handle_timeout(now);
             self.drain();
             self.expire_pending(now);
@@ -584,16 +597,23 @@ impl Daemon {
                 spi_in,
                 spi_out,
             } => {
-                self.dp.tables().remove_child(spi_in, spi_out);
                 if let Some(i) = self
                     .installed
                     .iter()
                     .position(|c| c.spi_in == spi_in && c.spi_out == spi_out)
                 {
                     let c = self.installed.swap_remove(i);
+                    // Make-before-break: a held-back successor takes over before the old SA
+                    // goes away; routes are released after the successor holds its own.
+                    if c.pending_out.is_none() {
+                        self.activate_successor(c.ike_sa, &c.child);
+                    }
+                    self.dp.tables().remove_child(spi_in, spi_out);
                     for n in c.nets {
                         self.routes.release(n);
                     }
+                } else {
+                    self.dp.tables().remove_child(spi_in, spi_out);
                 }
                 debug!("CHILD_SA {conn}{{{child}}} removed SPIs {spi_in:08x}_i {spi_out:08x}_o (IKE_SA {conn}[{ike_sa}])");
             }
@@ -711,7 +731,25 @@ impl Daemon {
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
         };
-        self.dp.tables().install_child(policy, entry);
+        // Make-before-break (RFC 7296 2.8): the new inbound SA is accepted at once. Outbound
+        // switches at once when we initiated the rekey (the peer installed both directions
+        // before answering); as responder we keep sending on the old SA until the peer shows
+        // it has the new one (traffic on it) or the old one is removed.
+        let hold = c.rekey_responder
+            && self.installed.iter().any(|o| {
+                o.ike_sa == c.ike_sa && o.child == c.child && o.pending_out.is_none()
+            });
+        let pending_out = if hold {
+            self.dp.tables().install_inbound(entry);
+            debug!(
+                "CHILD_SA {}{{{}}}: outbound {:08x}_o held until the peer uses {:08x}_i",
+                c.conn, c.child, c.outbound.spi, c.inbound.spi
+            );
+            Some(policy)
+        } else {
+            self.dp.tables().install_child(policy, entry);
+            None
+        };
         let nets = nets_of(&c.remote_ts);
         for n in &nets {
             self.routes.add(*n);
@@ -722,6 +760,8 @@ impl Daemon {
             spi_in: c.inbound.spi,
             spi_out: c.outbound.spi,
             nets,
+            pending_out,
+            last_packets_in: 0,
         });
         let join = |v: &[fs_wire::ts::TrafficSelector]| {
             v.iter()
@@ -756,6 +796,61 @@ impl Daemon {
             p.lines.push(line.clone());
         }
         self.complete_ups();
+    }
+
+    /// Install the held-back outbound policy of the newest successor of `ike_sa`/`child`,
+    /// if no SA of that child is sending any more.
+    fn activate_successor(&mut self, ike_sa: u64, child: &str) {
+        let same = |c: &InstalledChild| c.ike_sa == ike_sa && c.child == child;
+        if self
+            .installed
+            .iter()
+            .any(|c| same(c) && c.pending_out.is_none())
+        {
+            return;
+        }
+        // The last installed successor wins; older held-back ones stay inbound-only.
+        if let Some(c) = self.installed.iter_mut().rev().find(|c| same(c)) {
+            if let Some(p) = c.pending_out.take() {
+                debug!(
+                    "CHILD_SA {}{{{child}}}: outbound switched to {:08x}_o",
+                    p.conn, c.spi_out
+                );
+                self.dp.tables().install_outbound(p);
+            }
+        }
+    }
+
+    /// Once a second: report inbound ESP activity to fs-ike (DPD liveness). Every call:
+    /// switch held-back outbound SAs whose inbound side carried traffic.
+    fn poll_sa_activity(&mut self, now: Instant) {
+        let full = now.saturating_duration_since(self.last_activity_poll) >= ACTIVITY_POLL;
+        if full {
+            self.last_activity_poll = now;
+        }
+        let mut active = Vec::new();
+        for c in self.installed.iter_mut() {
+            if !full && c.pending_out.is_none() {
+                continue;
+            }
+            let Some(p) = self.dp.tables().inbound_packets(c.spi_in) else {
+                continue;
+            };
+            if p > c.last_packets_in {
+                c.last_packets_in = p;
+                active.push(c.spi_in);
+                if let Some(pol) = c.pending_out.take() {
+                    debug!(
+                        "CHILD_SA {}{{{}}}: peer uses {:08x}_i, outbound switched to {:08x}_o",
+                        pol.conn, c.child, c.spi_in, c.spi_out
+                    );
+                    self.dp.tables().install_outbound(pol);
+                }
+            }
+        }
+        for spi in active {
+            self.endpoint.note_child_activity(spi, now);
+        }
     }
 
     fn complete_ups(&mut self) {

@@ -310,6 +310,17 @@ impl Registry {
         p.child.wait().ok()
     }
 
+    /// SIGKILL process `id` and reap it (it stays registered, already exited).
+    pub fn kill(&self, id: usize) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = procs.iter_mut().find(|p| p.id == id) {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+    }
+
     /// Stop one process (its stop signal, then SIGKILL after `grace`).
     pub fn stop(&self, id: usize, grace: Duration) -> Option<ExitStatus> {
         let taken = {
@@ -616,6 +627,13 @@ impl GwParams {
             ("IKE_PROPOSAL", &self.ike_proposal),
             ("ESP_PROPOSAL", &self.esp_proposal),
             ("PSK", &self.psk),
+            // lifecycle knobs (tests/lifecycle.rs overrides them via `start_opts`)
+            ("SS_IKE_REKEY_TIME", "4h"),
+            ("SS_CHILD_REKEY_TIME", "1h"),
+            ("SS_CONN_EXTRA", ""),
+            ("SS_CHILD_EXTRA", ""),
+            ("FS_CONN_EXTRA", ""),
+            ("FS_CHILD_EXTRA", ""),
         ]
     }
 }
@@ -637,6 +655,19 @@ pub struct StrongSwan {
 
 impl StrongSwan {
     pub fn start(topo: &Topology, ns: &str, name: &str, p: &GwParams) -> StrongSwan {
+        Self::start_opts(topo, ns, name, p, &[])
+    }
+
+    /// Like `start`, with template variables overridden (`SS_IKE_REKEY_TIME`,
+    /// `SS_CHILD_REKEY_TIME`, `SS_CONN_EXTRA`, `SS_CHILD_EXTRA`, `CHARON_EXTRA`: extra lines
+    /// in the connection / child / charon sections).
+    pub fn start_opts(
+        topo: &Topology,
+        ns: &str,
+        name: &str,
+        p: &GwParams,
+        opts: &[(&str, &str)],
+    ) -> StrongSwan {
         let dir = topo.dir.join(name);
         let inst = dir.to_str().unwrap().to_string();
         fs::create_dir_all(dir.join("run")).unwrap();
@@ -648,14 +679,19 @@ impl StrongSwan {
         }
         fs::write(
             dir.join("strongswan.conf"),
-            render("strongswan.conf.tmpl", &[("INST_DIR", &inst)]),
+            render(
+                "strongswan.conf.tmpl",
+                &[opts, &[("INST_DIR", &inst), ("CHARON_EXTRA", "")]].concat(),
+            ),
         )
         .unwrap();
         fs::write(
             dir.join("swanctl/swanctl.conf"),
-            render("swanctl.conf.tmpl", &p.vars()),
+            render("swanctl.conf.tmpl", &[opts, &p.vars()].concat()),
         )
         .unwrap();
+        // a restarted instance must not find its predecessor's socket
+        let _ = fs::remove_file(dir.join("run/charon.vici"));
         let log = dir.join("charon.log");
         let stdout = fs::File::create(dir.join("stdout.log")).unwrap();
         topo.reg.add_log(&format!("charon {name} ({ns})"), &log);
@@ -814,6 +850,16 @@ impl StrongSwan {
     pub fn stop(&self) {
         self.reg.stop(self.proc_id, Duration::from_secs(5));
     }
+
+    /// charon's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.reg.pid(self.proc_id)
+    }
+
+    /// Crash: SIGKILL charon by PID (no Delete sent), then reap it.
+    pub fn kill(&self) {
+        self.reg.kill(self.proc_id);
+    }
 }
 
 impl Drop for StrongSwan {
@@ -844,11 +890,24 @@ pub struct Ferroswan {
 
 impl Ferroswan {
     pub fn start(topo: &Topology, ns: &str, name: &str, p: &GwParams) -> Ferroswan {
+        Self::start_opts(topo, ns, name, p, &[])
+    }
+
+    /// Like `start`, with template variables overridden (`FS_CONN_EXTRA`, `FS_CHILD_EXTRA`:
+    /// extra lines in the connection / child table).
+    pub fn start_opts(
+        topo: &Topology,
+        ns: &str,
+        name: &str,
+        p: &GwParams,
+        opts: &[(&str, &str)],
+    ) -> Ferroswan {
         let dir = topo.dir.join(name);
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("ctl.sock");
+        let _ = fs::remove_file(&socket);
         let config = dir.join("ferroswan.toml");
-        let mut vars = p.vars();
+        let mut vars = [opts, &p.vars()].concat();
         let sock_s = socket.to_str().unwrap().to_string();
         vars.push(("CONTROL_SOCKET", &sock_s));
         fs::write(&config, render("ferroswan.toml.tmpl", &vars)).unwrap();
@@ -1028,6 +1087,105 @@ impl Ferroswan {
 
     pub fn stop(&self) -> Option<ExitStatus> {
         self.reg.stop(self.proc_id, Duration::from_secs(10))
+    }
+
+    /// Crash: SIGKILL the daemon by PID (no Delete sent), then reap it.
+    pub fn kill(&self) {
+        self.reg.kill(self.proc_id);
+    }
+}
+
+// Additive helpers (robustness/policy/ipv6 tests): a daemon from a full config text, its PID
+// and its counters. `start` above is unchanged.
+impl Ferroswan {
+    /// Like [`Ferroswan::start`], but with a complete TOML config text instead of the
+    /// template; `${CONTROL_SOCKET}` in it is replaced by the per-test control socket.
+    pub fn start_with_config(
+        topo: &Topology,
+        ns: &str,
+        name: &str,
+        config_text: &str,
+    ) -> Ferroswan {
+        let dir = topo.dir.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("ctl.sock");
+        let config = dir.join("ferroswan.toml");
+        fs::write(
+            &config,
+            config_text.replace("${CONTROL_SOCKET}", socket.to_str().unwrap()),
+        )
+        .unwrap();
+        let log = dir.join("ferroswan.log");
+        let f = fs::File::create(&log).unwrap();
+        topo.reg.add_log(&format!("ferroswan {name} ({ns})"), &log);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, ferroswan_bin(), "run", "--config"])
+            .arg(&config)
+            .arg("--control")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        if let Some(v) = std::env::var_os("FS_TEST_RUST_LOG") {
+            cmd.env("RUST_LOG", v);
+        }
+        let proc_id = topo.spawn(&format!("ferroswan {name}"), &mut cmd, libc::SIGTERM);
+        let fsw = Ferroswan {
+            name: name.into(),
+            ns: ns.into(),
+            dir,
+            config,
+            socket,
+            log,
+            proc_id,
+            reg: topo.reg.clone(),
+        };
+        let ok = poll(Duration::from_secs(15), || {
+            if let Some(st) = fsw.reg.exited(fsw.proc_id) {
+                panic!(
+                    "ferroswan daemon {name} exited during startup ({st:?}); its log:\n{}",
+                    tail(&fsw.log, 30)
+                );
+            }
+            fsw.socket.exists().then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "ferroswan {name}: control socket {} not there after 15 s",
+            fsw.socket.display()
+        );
+        fsw
+    }
+
+    /// PID of the daemon process (`ip netns exec` execs it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.reg.pid(self.proc_id)
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn alive(&self) -> bool {
+        self.reg.exited(self.proc_id).is_none()
+    }
+
+    /// Data-plane (`counters`) and IKE (`ike_counters`) drop counters of `status --json`,
+    /// merged into one map; IKE ones keep their `dropped_...` names.
+    pub fn counters(&self) -> Result<std::collections::BTreeMap<String, u64>, String> {
+        let v = self.status_json()?;
+        let root = v.get("status").unwrap_or(&v);
+        let mut m = std::collections::BTreeMap::new();
+        for key in ["counters", "ike_counters"] {
+            if let Some(obj) = root.get(key).and_then(|c| c.as_object()) {
+                for (k, val) in obj {
+                    if let Some(n) = val.as_u64() {
+                        m.insert(k.clone(), n);
+                    }
+                }
+            }
+        }
+        if m.is_empty() {
+            return Err(format!("status --json on {}: no counters: {v}", self.name));
+        }
+        Ok(m)
     }
 }
 
@@ -1586,4 +1744,268 @@ pub fn expect_in_log(tag: &str, gw: &Gw, needles: &[&str]) {
         "[{tag}] {} log has none of {needles:?}",
         gw.name()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// long-running traffic (lifecycle tests)
+// ---------------------------------------------------------------------------------------
+
+/// A background `ping -D -i INTERVAL -c COUNT` (registered: stopped by PID on drop).
+pub struct PingRun {
+    pub out: PathBuf,
+    pub count: u32,
+    proc_id: usize,
+    reg: Arc<Registry>,
+}
+
+/// What a finished [`PingRun`] saw.
+#[derive(Debug, Clone)]
+pub struct PingResult {
+    pub transmitted: u32,
+    pub received: u32,
+    /// Longest time between two consecutive replies (the outage, for restart tests).
+    pub max_gap: Duration,
+    /// Longest run of consecutive sequence numbers without reply.
+    pub max_missing_run: u32,
+}
+
+impl PingResult {
+    pub fn lost(&self) -> u32 {
+        self.transmitted.saturating_sub(self.received)
+    }
+}
+
+impl PingRun {
+    /// `count` pings every `interval` from `ns` to `dst` (each waits at most 1 s for its reply).
+    pub fn start(
+        topo: &Topology,
+        ns: &str,
+        dst: &str,
+        interval: &str,
+        count: u32,
+        name: &str,
+    ) -> PingRun {
+        let out = topo.dir.join(format!("{name}.ping.log"));
+        let f = fs::File::create(&out).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns", "exec", ns, "ping", "-n", "-D", "-W", "1", "-i", interval, "-c",
+        ])
+        .arg(count.to_string())
+        .arg(dst)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
+        let proc_id = topo.spawn(&format!("ping {name}"), &mut cmd, libc::SIGINT);
+        PingRun {
+            out,
+            count,
+            proc_id,
+            reg: topo.reg.clone(),
+        }
+    }
+
+    /// Wait for ping to finish (or stop it after `timeout`) and parse its output.
+    pub fn finish(&self, timeout: Duration) -> Result<PingResult, String> {
+        let done = poll(timeout, || self.reg.exited(self.proc_id).map(|_| ()));
+        if done.is_none() {
+            self.reg.stop(self.proc_id, Duration::from_secs(3));
+        }
+        let text = read_lossy(&self.out);
+        parse_ping(&text, self.count).ok_or_else(|| format!("cannot parse ping output:\n{text}"))
+    }
+}
+
+fn parse_ping(text: &str, count: u32) -> Option<PingResult> {
+    let mut seqs: Vec<(u32, f64)> = Vec::new();
+    let (mut transmitted, mut received) = (None, None);
+    for line in text.lines() {
+        if let Some(i) = line.find(" packets transmitted, ") {
+            transmitted = line[..i].trim().parse::<u32>().ok();
+            let rest = &line[i + " packets transmitted, ".len()..];
+            received = rest.split_whitespace().next().and_then(|w| w.parse().ok());
+        }
+        if line.contains("bytes from") && !line.contains("DUP!") {
+            let ts = line
+                .strip_prefix('[')
+                .and_then(|l| l.split(']').next())
+                .and_then(|t| t.parse::<f64>().ok());
+            let seq = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|s| s.parse::<u32>().ok());
+            if let (Some(t), Some(s)) = (ts, seq) {
+                seqs.push((s, t));
+            }
+        }
+    }
+    let transmitted = transmitted?;
+    let received = received?;
+    let mut by_time: Vec<f64> = seqs.iter().map(|s| s.1).collect();
+    by_time.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let max_gap = by_time
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0f64, f64::max);
+    let mut got: Vec<u32> = seqs.iter().map(|s| s.0).collect();
+    got.sort_unstable();
+    got.dedup();
+    let mut run = 0;
+    let mut prev = 0u32; // seqs start at 1
+    for s in got
+        .iter()
+        .copied()
+        .chain(std::iter::once(count.min(transmitted) + 1))
+    {
+        run = run.max(s.saturating_sub(prev + 1));
+        prev = s;
+    }
+    Some(PingResult {
+        transmitted,
+        received,
+        max_gap: Duration::from_secs_f64(max_gap),
+        max_missing_run: run,
+    })
+}
+
+/// What [`tcp_stream`] measured.
+#[derive(Debug, Clone)]
+pub struct TcpStreamResult {
+    pub bytes: u64,
+    /// Longest time the receiver saw no data (from the first byte to EOF).
+    pub max_stall: Duration,
+}
+
+/// Stream pseudo-random data over one TCP connection from `client_ns` to a listener in
+/// `server_ns` for `duration` at about `rate` bytes/s; the server checks every byte and
+/// measures the longest receive stall.
+pub fn tcp_stream(
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: &str,
+    port: u16,
+    duration: Duration,
+    rate: usize,
+) -> Result<TcpStreamResult, String> {
+    const CHUNK: usize = 4096;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let hard_deadline = Instant::now() + duration + Duration::from_secs(20);
+    let sns = server_ns.to_string();
+    let server = thread::spawn(move || -> Result<TcpStreamResult, String> {
+        let listener = (|| -> Result<TcpListener, String> {
+            enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
+            TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind :{port}: {e}"))
+        })();
+        let listener = match listener {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        let mut last: Option<Instant> = None;
+        let mut max_stall = Duration::ZERO;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64; // same generator as the client
+        let mut expect = Vec::new();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = Instant::now();
+                    if let Some(l) = last {
+                        max_stall = max_stall.max(now - l);
+                    }
+                    last = Some(now);
+                    while expect.len() < n {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        expect.extend_from_slice(&x.to_le_bytes());
+                    }
+                    if buf[..n] != expect[..n] {
+                        return Err(format!("content mismatch after {total} bytes"));
+                    }
+                    expect.drain(..n);
+                    total += n as u64;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Some(l) = last {
+                        max_stall = max_stall.max(l.elapsed());
+                    }
+                }
+                Err(e) => return Err(format!("server read after {total} bytes: {e}")),
+            }
+            if Instant::now() > hard_deadline {
+                return Err(format!("server: no EOF after {total} bytes"));
+            }
+        }
+        Ok(TcpStreamResult {
+            bytes: total,
+            max_stall,
+        })
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err("server thread did not start".into()),
+    }
+    let cns = client_ns.to_string();
+    let addr: SocketAddr = format!("{server_ip}:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let client = thread::spawn(move || -> Result<u64, String> {
+        enter_netns(&cns).map_err(|e| format!("setns {cns}: {e}"))?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_write_timeout(Some(Duration::from_secs(15)))
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut sent = 0u64;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        while start.elapsed() < duration {
+            chunk.clear();
+            while chunk.len() < CHUNK {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.extend_from_slice(&x.to_le_bytes());
+            }
+            s.write_all(&chunk)
+                .map_err(|e| format!("client write after {sent} bytes: {e}"))?;
+            sent += CHUNK as u64;
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+        s.shutdown(Shutdown::Write)
+            .map_err(|e| format!("client shutdown: {e}"))?;
+        Ok(sent)
+    });
+    let sent = client
+        .join()
+        .map_err(|_| "client thread panicked".to_string())?;
+    let got = server
+        .join()
+        .map_err(|_| "server thread panicked".to_string())?;
+    let sent = sent?;
+    let got = got?;
+    if got.bytes != sent {
+        return Err(format!("sent {sent} bytes, server got {}", got.bytes));
+    }
+    Ok(got)
 }

@@ -172,6 +172,23 @@ impl Tables {
         w(&self.spd).insert(0, policy_out);
     }
 
+    /// Make-before-break, first half: accept the new inbound SA at once (the peer may switch
+    /// to it any time) while outbound traffic stays on the SA it uses now.
+    pub fn install_inbound(&self, inbound: InboundEntry) {
+        w(&self.sad).insert(inbound.sa.spi(), inbound);
+    }
+
+    /// Make-before-break, second half: the outbound policy of a rekeyed CHILD_SA goes first,
+    /// so it takes over from the older SA(s) of the same child, which stay until removed.
+    pub fn install_outbound(&self, policy_out: Policy) {
+        w(&self.spd).insert(0, policy_out);
+    }
+
+    /// Packets received so far on inbound SA `spi_in` (None if not installed).
+    pub fn inbound_packets(&self, spi_in: u32) -> Option<u64> {
+        r(&self.sad).get(&spi_in).map(|e| e.sa.counters().packets)
+    }
+
     /// Remove a CHILD_SA by its SPIs. Returns true if anything was removed.
     pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> bool {
         let a = w(&self.sad).remove(&spi_in).is_some();

@@ -56,6 +56,11 @@ pub struct ChildSa {
     pub remote: SocketAddr,
     /// ESP in UDP (RFC 3948) on the IKE SA's port 4500 path; false = raw ESP (IP proto 50).
     pub udp_encap: bool,
+    /// We answered the CREATE_CHILD_SA that rekeyed an existing CHILD_SA: the peer installs
+    /// its inbound SA only when it processes our response, so the data plane should keep
+    /// sending on the old SA until the new one carries inbound traffic or the old one is
+    /// removed (RFC 7296 2.8).
+    pub rekey_responder: bool,
 }
 
 /// Why an IKE SA (or attempt) ended.
@@ -2617,6 +2622,7 @@ impl Endpoint {
             local: sa.local,
             remote: sa.remote,
             udp_encap: sa.udp_encap(),
+            rekey_responder: false,
         };
         Ok((child, pl))
     }
@@ -2755,8 +2761,9 @@ impl Endpoint {
             prefer.as_deref(),
             p.ke,
         ) {
-            Ok((child, pl)) => {
+            Ok((mut child, pl)) => {
                 self.respond(sa, exch, mid, pl);
+                child.rekey_responder = old.is_some();
                 let new_in = child.inbound.spi;
                 self.install_child(sa, now, child);
                 if let Some((old_in, _, count)) = old {
@@ -3006,7 +3013,6 @@ impl Endpoint {
         new.adopt_pending = false;
         new.superseded_deadline = None;
         std::mem::swap(&mut new.id, &mut old.id);
-        new.rekey_count = old.rekey_count + 1;
         new.children = std::mem::take(&mut old.children);
         new.to_create = std::mem::take(&mut old.to_create);
         new.tasks = std::mem::take(&mut old.tasks);
@@ -3587,6 +3593,7 @@ impl Endpoint {
             local: sa.local,
             remote: sa.remote,
             udp_encap: sa.udp_encap(),
+            rekey_responder: false,
         };
         self.install_child(sa, now, child);
         Some(cp.spi_in)
