@@ -18,4 +18,25 @@ cargo build --workspace
 
 echo "== cargo test --workspace"
 # Hard ceiling well below CI's 90 minutes; every harness wait has its own deadline anyway.
-timeout -k 30 75m cargo test --workspace -- --test-threads="${TEST_THREADS:-3}" "$@"
+LOG="${TMPDIR:-/tmp}/ferroswan-test-$$.log"
+set +e
+timeout -k 30 75m cargo test --workspace -- --test-threads="${TEST_THREADS:-3}" "$@" 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo's own last line is a doc-test summary).
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i; if ($(i+1) ~ /^ignored;?$/) s += $i } } END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$LOG")
+rm -f "$LOG"
+if [ "$rc" -ne 0 ]; then
+  echo "cargo test failed (exit $rc)"
+  echo "tests: $summary"
+  exit "$rc"
+fi
+
+# The throughput benchmark in smoke mode: checks that every case (plain, strongSwan, ferroswan,
+# mixed) runs and that the tunnels carry ESP only. Numbers are not asserted. Skip with BENCH_SMOKE=0.
+if [ "${BENCH_SMOKE:-1}" != 0 ] && [ "$(id -u)" -eq 0 ]; then
+  echo "== bench/run.sh (SMOKE=1)"
+  SMOKE=1 NO_INSTALL=1 RESULTS="${TMPDIR:-/tmp}/ferroswan-bench-smoke.json" bench/run.sh
+fi
+
+echo "tests: $summary"
