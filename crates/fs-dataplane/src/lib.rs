@@ -11,6 +11,7 @@
 //!
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
+mod batch;
 pub mod netns;
 pub mod route;
 pub mod signals;
@@ -34,6 +35,10 @@ use tracing::{debug, info, warn};
 const POLL_MS: i32 = 200;
 /// Largest packet handled (IP maximum) plus room for the ESP overhead.
 const BUF_LEN: usize = 65535 + 512;
+/// Length of the virtio_net_hdr in front of each TUN read/write when offloads are on.
+const VNET_HDR_LEN: usize = 10;
+/// TUN transmit queue length (packets waiting for the TUN reader).
+const TUN_TXQUEUELEN: u32 = 2000;
 /// Minimum interval between two acquires for the same trap policy.
 const ACQUIRE_INTERVAL_MS: u64 = 1000;
 /// The RFC 3948 non-ESP marker that precedes IKE messages on the NAT-T port.
@@ -124,6 +129,9 @@ impl DataPlane {
             .name(cfg.tun_name.clone())
             .mtu(cfg.tun_mtu)
             .packet_information(false)
+            // IFF_VNET_HDR + TUN_F_CSUM/TSO: reads return TCP super-segments (one syscall for
+            // up to 64 KB), split in userspace by tun-rs; writes carry a virtio_net_hdr.
+            .offload(true)
             .enable(false)
             .build_sync()
             .map_err(|e| io::Error::new(e.kind(), format!("TUN device {}: {e}", cfg.tun_name)))?;
@@ -136,6 +144,11 @@ impl DataPlane {
                 format!("/proc/sys/net/ipv6/conf/{tun_name}/disable_ipv6"),
                 "1",
             );
+        }
+        // A deeper TUN queue than the default 500 absorbs bursts of a TCP window while the
+        // reader encrypts (drops here show up as TCP retransmits).
+        if let Err(e) = tun.set_tx_queue_len(TUN_TXQUEUELEN) {
+            debug!("TUN txqueuelen: {e}");
         }
         tun.enabled(true)?;
 
@@ -156,6 +169,7 @@ impl DataPlane {
                 let sock = sock::udp(addr)
                     .map_err(|e| io::Error::new(e.kind(), format!("UDP socket {addr}: {e}")))?;
                 sock.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))?;
+                sock::set_bufs(sock.as_raw_fd(), sock::SOCK_BUF);
                 udp.push(UdpSock {
                     local: sock.local_addr()?,
                     sock,
@@ -169,6 +183,7 @@ impl DataPlane {
             Ok(s) => {
                 s.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))
                     .ok()?;
+                sock::set_bufs(s.as_raw_fd(), sock::SOCK_BUF);
                 Some(s)
             }
             Err(e) => {
@@ -294,6 +309,10 @@ pub struct Worker {
     out: Box<[u8]>,
     /// Cache remote -> our address, for IKE on wildcard-bound sockets.
     local_cache: Vec<(IpAddr, IpAddr)>,
+    /// Inner packets waiting for one batched TUN write (raw ESP reader with offloads):
+    /// `tun_batch[..batch_n]`, each with `VNET_HDR_LEN` bytes of headroom.
+    tun_batch: Vec<Vec<u8>>,
+    batch_n: usize,
 }
 
 impl Worker {
@@ -303,6 +322,8 @@ impl Worker {
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             out: vec![0u8; BUF_LEN].into_boxed_slice(),
             local_cache: Vec::new(),
+            tun_batch: Vec::new(),
+            batch_n: 0,
         }
     }
 
@@ -312,11 +333,53 @@ impl Worker {
 
     fn tun_loop(&mut self) {
         let fd = self.shared.tun.as_raw_fd();
+        if self.shared.tun.tcp_gso() {
+            return self.tun_loop_offload(fd);
+        }
         while !self.stopped() {
             match self.shared.tun.recv(&mut self.buf) {
                 Ok(n) => self.outbound(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("TUN read failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// TUN reader with offloads: one read returns a (possibly GSO) packet with its
+    /// virtio_net_hdr; tun-rs splits it into MTU-sized segments with fixed headers and
+    /// checksums, each of which is encrypted and sent like a plain read.
+    fn tun_loop_offload(&mut self, fd: libc::c_int) {
+        let seg_len = usize::from(self.shared.cfg.tun_mtu).max(1500) + 256;
+        let mut segs = vec![vec![0u8; seg_len]; tun_rs::IDEAL_BATCH_SIZE];
+        let mut sizes = vec![0usize; segs.len()];
+        while !self.stopped() {
+            match self
+                .shared
+                .tun
+                .recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0)
+            {
+                Ok(k) => {
+                    for i in 0..k.min(segs.len()) {
+                        let n = sizes[i];
+                        let Some(seg) = segs[i].get(..n) else {
+                            GlobalCounters::inc(&self.shared.counters.malformed);
+                            continue;
+                        };
+                        self.buf[..n].copy_from_slice(seg);
+                        self.outbound(n);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error().is_none() => {
+                    // a packet tun-rs could not split (bad virtio header / IP header)
+                    debug!("drop: malformed packet from TUN: {e}");
+                    GlobalCounters::inc(&self.shared.counters.malformed);
+                }
                 Err(e) => {
                     warn!("TUN read failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
@@ -459,6 +522,9 @@ impl Worker {
         let Some(s) = (if v6 { &sh.raw6 } else { &sh.raw4 }) else {
             return;
         };
+        if !v6 && sh.tun.tcp_gso() {
+            return self.raw4_loop_batched(s.as_raw_fd());
+        }
         while !self.stopped() {
             let (n, from) = match s.recv_from(&mut self.buf) {
                 Ok(r) => r,
@@ -489,6 +555,59 @@ impl Worker {
                 ihl
             };
             self.inbound_esp(off, n, from);
+        }
+    }
+
+    /// IPv4 raw ESP reader: recvmmsg a batch, decrypt each, and write the inner packets to
+    /// TUN with one `send_multiple` (which coalesces consecutive TCP segments, GRO).
+    fn raw4_loop_batched(&mut self, fd: libc::c_int) {
+        const BATCH: usize = 64;
+        let rlen = usize::from(self.shared.cfg.tun_mtu).max(1500) + 1024;
+        let mut rbufs = vec![vec![0u8; rlen]; BATCH];
+        let mut lens = [0usize; BATCH];
+        let mut gro = tun_rs::GROTable::default();
+        self.tun_batch = (0..BATCH).map(|_| Vec::with_capacity(rlen)).collect();
+        while !self.stopped() {
+            let k = match batch::recv_batch(fd, &mut rbufs, &mut lens) {
+                Ok(k) => k,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) {
+                        debug!("raw ESP receive error: {e}");
+                    }
+                    continue;
+                }
+            };
+            self.batch_n = 0;
+            for i in 0..k {
+                let n = lens[i];
+                let ihl = usize::from(rbufs[i].first().copied().unwrap_or(0) & 0x0f) * 4;
+                if n < 20 || ihl < 20 || ihl > n {
+                    GlobalCounters::inc(&self.shared.counters.malformed);
+                    continue;
+                }
+                let b = &rbufs[i];
+                let from =
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15])), 0);
+                self.buf[..n].copy_from_slice(&b[..n]);
+                self.inbound_esp(ihl, n, from);
+            }
+            if self.batch_n > 0 {
+                let nb = self.batch_n;
+                self.batch_n = 0;
+                if let Err(e) =
+                    self.shared
+                        .tun
+                        .send_multiple(&mut gro, &mut self.tun_batch[..nb], VNET_HDR_LEN)
+                {
+                    debug!("drop: TUN write failed: {e}");
+                    GlobalCounters::inc(&self.shared.counters.tun_write_error);
+                }
+            }
         }
     }
 
@@ -597,7 +716,33 @@ impl Worker {
             GlobalCounters::inc(&c.selector_mismatch);
             return;
         }
-        if let Err(e) = sh.tun.send(inner) {
+        let res = if self.batch_n < self.tun_batch.len() {
+            // batched reader: queue the packet for one send_multiple after the batch
+            let v = &mut self.tun_batch[self.batch_n];
+            v.clear();
+            v.resize(VNET_HDR_LEN, 0);
+            v.extend_from_slice(inner);
+            self.batch_n += 1;
+            return;
+        } else if sh.tun.tcp_gso() {
+            // The device expects a virtio_net_hdr before each packet: write an all-zero one
+            // (GSO_NONE, checksum complete) over the consumed ESP header/IV in front of it.
+            let start = off + d.inner.start;
+            let end = off + d.inner.end;
+            match start.checked_sub(VNET_HDR_LEN) {
+                Some(h) if end <= self.buf.len() => {
+                    self.buf[h..start].fill(0);
+                    sh.tun.send(&self.buf[h..end])
+                }
+                _ => {
+                    GlobalCounters::inc(&c.malformed);
+                    return;
+                }
+            }
+        } else {
+            sh.tun.send(inner)
+        };
+        if let Err(e) = res {
             debug!("drop: TUN write failed: {e}");
             GlobalCounters::inc(&c.tun_write_error);
         }

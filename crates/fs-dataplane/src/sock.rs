@@ -84,3 +84,32 @@ pub fn poll_readable(fd: libc::c_int, timeout_ms: libc::c_int) {
         libc::poll(&mut p, 1, timeout_ms);
     }
 }
+
+/// Socket buffer size for the data-plane sockets: large enough to absorb the bursts of a
+/// TCP window while a worker is busy with crypto (the 208 KB default drops under load).
+pub const SOCK_BUF: libc::c_int = 8 << 20;
+
+/// Raise `fd`'s receive and send buffers to `size` bytes: `SO_*BUFFORCE` (ignores
+/// `rmem_max`/`wmem_max`, needs CAP_NET_ADMIN), else the capped `SO_*BUF`. Best effort.
+pub fn set_bufs(fd: libc::c_int, size: libc::c_int) {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+    }
+}
