@@ -76,6 +76,8 @@ struct RawFile {
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     connections: BTreeMap<String, RawConn>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
@@ -90,6 +92,17 @@ struct RawDaemon {
     log_level: Option<String>,
     ike_port: Option<u16>,
     natt_port: Option<u16>,
+}
+
+/// `[limits]`: responder DoS limits (fs_ike::Limits), all optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    cookie_threshold: Option<usize>,
+    half_open_max: Option<usize>,
+    half_open_per_source_max: Option<usize>,
+    half_open_timeout: Option<RawDuration>,
+    cookie_secret_lifetime: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -109,6 +122,8 @@ struct RawConn {
     rekey_time: Option<RawDuration>,
     dpd_delay: Option<RawDuration>,
     dpd_action: Option<String>,
+    fragmentation: Option<bool>,
+    fragment_size: Option<usize>,
     local: RawLocal,
     #[serde(default)]
     remote: RawRemote,
@@ -540,6 +555,16 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 ))
             }
         };
+        // RFC 7383 2.5.1: IP datagram size of IKE fragments (strongSwan's default 1280).
+        let fragment_size = c
+            .fragment_size
+            .unwrap_or(fs_ike::config::DEFAULT_FRAGMENT_SIZE);
+        if !(256..=65535).contains(&fragment_size) {
+            return Err(ctx.err(
+                format!("{p}.fragment_size"),
+                format!("{fragment_size} out of range 256..65535"),
+            ));
+        }
         if dpd_action != DpdAction::Clear && remote_addrs.is_empty() {
             return Err(ctx.err(
                 format!("{p}.dpd_action"),
@@ -653,11 +678,44 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             rekey_time,
             dpd_delay,
             dpd_action,
+            fragmentation: c.fragmentation.unwrap_or(true),
+            fragment_size,
         });
     }
+    // [limits]
+    let rl = &raw.limits;
+    let dl = fs_ike::Limits::default();
+    let positive = |path: &str, d: Option<Duration>, default: Duration| match d {
+        Some(d) if d.is_zero() => Err(ctx.err(path, "must be greater than 0")),
+        d => Ok(d.unwrap_or(default)),
+    };
+    let limits = fs_ike::Limits {
+        cookie_threshold: rl.cookie_threshold.unwrap_or(dl.cookie_threshold),
+        half_open_max: rl.half_open_max.unwrap_or(dl.half_open_max),
+        half_open_per_source_max: rl
+            .half_open_per_source_max
+            .unwrap_or(dl.half_open_per_source_max),
+        half_open_timeout: positive(
+            "limits.half_open_timeout",
+            duration(&ctx, "limits.half_open_timeout", &rl.half_open_timeout)?,
+            dl.half_open_timeout,
+        )?,
+        cookie_secret_lifetime: positive(
+            "limits.cookie_secret_lifetime",
+            duration(
+                &ctx,
+                "limits.cookie_secret_lifetime",
+                &rl.cookie_secret_lifetime,
+            )?,
+            dl.cookie_secret_lifetime,
+        )?,
+    };
     Ok(FileConfig {
         daemon,
-        ike: fs_ike::Config { connections },
+        ike: fs_ike::Config {
+            connections,
+            limits,
+        },
     })
 }
 
@@ -743,8 +801,14 @@ secret = "wrong"
     #[test]
     fn lifecycle_settings() {
         let c = p(&GOOD
-            .replace("dpd_delay = 0", "dpd_delay = \"5s\"\ndpd_action = \"restart\"")
-            .replace("start_action = \"trap\"", "start_action = \"trap\"\n  rekey_time = \"15s\""))
+            .replace(
+                "dpd_delay = 0",
+                "dpd_delay = \"5s\"\ndpd_action = \"restart\"",
+            )
+            .replace(
+                "start_action = \"trap\"",
+                "start_action = \"trap\"\n  rekey_time = \"15s\"",
+            ))
         .unwrap();
         let s = &c.ike.connections[0];
         assert_eq!(s.dpd_delay, Some(Duration::from_secs(5)));
@@ -900,5 +964,29 @@ secret = "wrong"
         // no remote id: a secret naming the local id matches
         let anyremote = GOOD.replace("[connections.s2s.remote]\n  id = \"gw-b.example\"", "");
         assert_eq!(p(&anyremote).unwrap().ike.connections[0].remote_id, None);
+    }
+
+    #[test]
+    fn limits_section() {
+        assert_eq!(p(GOOD).unwrap().ike.limits, fs_ike::Limits::default());
+        let text = format!(
+            "[limits]\ncookie_threshold = 0\nhalf_open_max = 7\nhalf_open_per_source_max = 2\n\
+             half_open_timeout = \"5s\"\ncookie_secret_lifetime = \"1m\"\n{GOOD}"
+        );
+        let l = p(&text).unwrap().ike.limits;
+        assert_eq!(
+            (
+                l.cookie_threshold,
+                l.half_open_max,
+                l.half_open_per_source_max
+            ),
+            (0, 7, 2)
+        );
+        assert_eq!(l.half_open_timeout, Duration::from_secs(5));
+        assert_eq!(l.cookie_secret_lifetime, Duration::from_secs(60));
+        let e = err(&format!("[limits]\nhalf_open_timeout = 0\n{GOOD}"));
+        assert!(e.contains("limits.half_open_timeout"), "{e}");
+        let e = err(&format!("[limits]\nbogus = 1\n{GOOD}"));
+        assert!(e.contains("bogus"), "{e}");
     }
 }

@@ -632,3 +632,47 @@ pub fn tcp_transfer_any(
         .map_err(|_| "server thread panicked".to_string())?;
     s.and(c)
 }
+
+// ---------------------------------------------------------------------------------------
+// IKE_SA_INIT requests for flood tests
+// ---------------------------------------------------------------------------------------
+
+/// A well-formed IKE_SA_INIT request offering aes256gcm16-prfsha256-x25519 (the harness'
+/// `IKE_PROPOSAL`): SA, KE (Curve25519 public value `ke`), Nonce `nonce`; no NAT-D.
+pub fn ike_sa_init_request(spi_i: u64, ke: &[u8; 32], nonce: &[u8]) -> Vec<u8> {
+    // Transforms: ENCR AES-GCM-16 (20) with key length 256, PRF HMAC-SHA2-256 (5), DH 31.
+    let mut trans = vec![3, 0, 0, 12, 1, 0, 0, 20, 0x80, 14, 1, 0];
+    trans.extend_from_slice(&[3, 0, 0, 8, 2, 0, 0, 5]);
+    trans.extend_from_slice(&[0, 0, 0, 8, 4, 0, 0, 31]);
+    let mut prop = vec![0, 0];
+    prop.extend_from_slice(&((8 + trans.len()) as u16).to_be_bytes());
+    prop.extend_from_slice(&[1, 1, 0, 3]); // proposal 1, IKE, no SPI, 3 transforms
+    prop.extend(trans);
+    let mut ke_body = vec![0, 31, 0, 0];
+    ke_body.extend_from_slice(ke);
+    let mut body = ike_payload(34, false, &prop); // SA -> KE
+    body.extend(ike_payload(40, false, &ke_body)); // KE -> Nonce
+    body.extend(ike_payload(0, false, nonce));
+    let mut m = ike_header(
+        spi_i,
+        0,
+        33,
+        EXCH_IKE_SA_INIT,
+        FLAG_INITIATOR,
+        0,
+        (28 + body.len()) as u32,
+    );
+    m.extend(body);
+    m
+}
+
+/// `VmRSS` of a process in KiB (from /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

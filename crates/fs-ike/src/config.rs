@@ -9,6 +9,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub connections: Vec<ConnConfig>,
+    /// Responder limits against IKE_SA_INIT floods (COOKIE threshold, half-open caps).
+    pub limits: crate::cookie::Limits,
 }
 
 /// When a CHILD_SA is brought up.
@@ -81,7 +83,16 @@ pub struct ConnConfig {
     pub dpd_delay: Option<Duration>,
     /// Action when the peer is found dead (retransmissions exhausted).
     pub dpd_action: DpdAction,
+    /// IKE fragmentation (RFC 7383): announce support in IKE_SA_INIT and fragment large
+    /// encrypted messages when the peer supports it too.
+    pub fragmentation: bool,
+    /// Largest IP datagram (IP + UDP headers included, like strongSwan's `fragment_size`) of
+    /// an encrypted IKE message before it is split into fragments.
+    pub fragment_size: usize,
 }
+
+/// Default [`ConnConfig::fragment_size`] (strongSwan's default; RFC 7383 2.5.1).
+pub const DEFAULT_FRAGMENT_SIZE: usize = 1280;
 
 /// One CHILD_SA definition.
 #[derive(Clone, Debug)]

@@ -2,6 +2,8 @@
 use crate::config::{
     fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig,
 };
+use crate::cookie::{Admit, DosGuard};
+use crate::fragment::{self, FragState, Verdict, Window};
 use crate::proposals::{self, EspSuite, IkeSuite};
 use crate::sk::{self, OpenError};
 use fs_crypto::dh::KeyExchange;
@@ -202,13 +204,32 @@ pub struct IkeStats {
     /// Simultaneous rekeys of the same SA by both peers, resolved by nonces (RFC 7296 2.8.1,
     /// 2.8.2), counted where our own rekey completed.
     pub rekey_collisions: u64,
+    /// IKE_SA_INIT requests answered with only N(COOKIE) (no state kept), see `cookie.rs`.
+    pub cookies_sent: u64,
+    /// IKE_SA_INIT requests with a valid COOKIE while cookies were required.
+    pub cookies_accepted: u64,
+    /// IKE_SA_INIT requests with a wrong or expired COOKIE while cookies were required.
+    pub cookie_invalid: u64,
+    /// IKE_SA_INIT requests dropped by `half_open_max` / `half_open_per_source_max`.
+    pub half_open_limit_drops: u64,
+    /// Half-open responder IKE SAs now (a gauge).
+    pub half_open: u64,
+    /// Highest `half_open` seen.
+    pub half_open_peak: u64,
+    /// Authenticated IKE fragments received (RFC 7383).
+    pub fragments_received: u64,
+    /// IKE fragments sent (first transmissions and retransmissions).
+    pub fragments_sent: u64,
+    /// Messages reassembled from fragments.
+    pub messages_reassembled: u64,
+    /// IKE fragments discarded: bad ICV, duplicates, stale, over the caps, expired sets,
+    /// fragmentation not negotiated (RFC 7383 2.6).
+    pub fragment_drops: u64,
 }
 
 const NONCE_LEN: usize = 32;
 const IKE_PORT: u16 = 500;
 const NATT_PORT: u16 = 4500;
-/// Responder SAs waiting for IKE_AUTH are dropped after this (strongSwan `half_open_timeout`).
-const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on IKE_SA_INIT restarts (INVALID_KE_PAYLOAD / COOKIE) per attempt.
 const MAX_INIT_RESTARTS: u32 = 5;
 /// Delay before retrying after TEMPORARY_FAILURE or a failed rekey (plus up to the same again
@@ -312,7 +333,8 @@ enum ChildState {
 struct Pending {
     msg_id: u32,
     exchange: u8,
-    data: Vec<u8>,
+    /// The request's datagrams: one message, or all its fragments (RFC 7383 2.5).
+    data: Vec<Vec<u8>>,
     local: SocketAddr,
     remote: SocketAddr,
     /// Transmissions so far.
@@ -379,6 +401,8 @@ struct IkeSa {
     /// Last authenticated message from the peer (or ESP activity), for DPD.
     last_rx: Instant,
     rekey_count: u32,
+    /// IKE fragmentation (RFC 7383): negotiation, reassembly, fragmented response cache.
+    frag: FragState,
 }
 
 impl IkeSa {
@@ -635,6 +659,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: IkeStats,
+    /// COOKIE secrets and the half-open table (`Config::limits`).
+    dos: DosGuard,
 }
 
 impl Endpoint {
@@ -649,6 +675,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: IkeStats::default(),
+            dos: DosGuard::default(),
         }
     }
     /// Replace the configuration (existing SAs are kept).
@@ -705,6 +732,14 @@ impl Endpoint {
             self.sas.insert(our_spi, sa);
             return;
         }
+        if h.exchange != exchange::IKE_SA_INIT
+            && matches!(msg.payloads.last(), Some(Payload::Skf { .. }))
+            && !self.on_fragment(&mut sa, now, data, &msg)
+        {
+            // RFC 7383 2.6: fragment stored (or dropped, or a retransmission answered).
+            self.finish(sa, Outcome::Keep, now);
+            return;
+        }
         let outcome = if h.exchange == exchange::IKE_SA_INIT {
             if is_response {
                 self.on_init_response(&mut sa, now, local, remote, data, &msg)
@@ -718,6 +753,38 @@ impl Endpoint {
             self.on_request(&mut sa, now, local, remote, data, &msg)
         };
         self.finish(sa, outcome, now);
+    }
+
+    /// Hook for SKF messages (RFC 7383 2.6), before the normal dispatch: true once the message
+    /// is complete (`open` then yields the reassembled payloads, so the SK code path runs).
+    fn on_fragment(&mut self, sa: &mut IkeSa, now: Instant, data: &[u8], msg: &Message) -> bool {
+        let h = &msg.header;
+        let Some(keys) = sa.keys.as_ref().filter(|_| !sa.adopt_pending) else {
+            self.stats.dropped_unexpected += 1;
+            return false;
+        };
+        let window = if h.is_response() {
+            let p = sa.pending.as_ref().filter(|p| p.exchange == h.exchange);
+            Window::Response(p.map(|p| p.msg_id))
+        } else {
+            Window::Request {
+                expected: sa.expected_req_id,
+                answered: sa.last_response.as_ref().map(|r| r.0),
+            }
+        };
+        match sa
+            .frag
+            .on_fragment(&keys.rx, data, msg, now, window, &mut self.stats)
+        {
+            Verdict::Wait => false,
+            Verdict::Complete => true,
+            Verdict::Retransmitted => {
+                if let Some((mid, resp)) = sa.last_response.clone() {
+                    self.resend_response(sa, mid, resp);
+                }
+                false
+            }
+        }
     }
 
     /// Establish connection `conn` (IKE SA plus all its children, or only `child` if given).
@@ -836,6 +903,7 @@ impl Endpoint {
             rekey_at: None,
             last_rx: now,
             rekey_count: 0,
+            frag: FragState::new(false),
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
@@ -1110,6 +1178,9 @@ impl Endpoint {
     }
 
     fn finish(&mut self, mut sa: IkeSa, outcome: Outcome, now: Instant) {
+        if !(matches!(outcome, Outcome::Keep) && !sa.initiator && sa.state == State::InitDone) {
+            self.dos.settled(sa.our_spi(), &mut self.stats);
+        }
         match outcome {
             Outcome::Keep => {
                 self.kick(&mut sa, now);
@@ -1152,6 +1223,7 @@ impl Endpoint {
 
     /// Emit ChildSaRemoved for every child, then IkeSaClosed, and forget the SA.
     fn close(&mut self, sa: IkeSa, reason: CloseReason) {
+        self.dos.settled(sa.our_spi(), &mut self.stats);
         if let Some(k) = sa.init_key {
             self.init_index.remove(&k);
         }
@@ -1448,7 +1520,7 @@ impl Endpoint {
         p.sent += 1;
         let (l, r, d) = (p.local, p.remote, p.data.clone());
         self.stats.retransmits_sent += 1;
-        self.transmit(l, r, d);
+        self.transmit_all(l, r, d); // all fragments as a unit (RFC 7383 2.5)
         Outcome::Keep
     }
 
@@ -1559,16 +1631,57 @@ impl Endpoint {
         out
     }
 
+    /// Like `protect`, but split into SKF fragments when negotiated and the message exceeds
+    /// the connection's `fragment_size` (RFC 7383 2.5).
+    fn protect_frags(
+        &mut self,
+        sa: &IkeSa,
+        exch: u8,
+        mid: u32,
+        response: bool,
+        payloads: &[Payload],
+    ) -> Option<Vec<Vec<u8>>> {
+        let keys = sa.keys.as_ref()?;
+        let h = Self::header(sa, exch, mid, response);
+        let max = (sa.frag.negotiated && sa.conn.fragmentation)
+            .then(|| fragment::max_message_len(sa.conn.fragment_size, sa.local, sa.remote));
+        let out = fragment::seal(&keys.tx, self.rng.as_mut(), &h, payloads, max);
+        if out.is_none() {
+            warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
+        }
+        out
+    }
+
+    /// Send every datagram of a (possibly fragmented) message.
+    fn transmit_all(&mut self, local: SocketAddr, remote: SocketAddr, data: Vec<Vec<u8>>) {
+        if data.len() > 1 {
+            self.stats.fragments_sent += data.len() as u64;
+        }
+        for d in data {
+            self.transmit(local, remote, d);
+        }
+    }
+
+    /// Resend our cached response to `mid` (every fragment if it was fragmented).
+    fn resend_response(&mut self, sa: &IkeSa, mid: u32, resp: Vec<u8>) {
+        self.stats.retransmits_answered += 1;
+        let data = match sa.frag.cached_response(mid) {
+            Some(f) => f.to_vec(),
+            None => vec![resp],
+        };
+        self.transmit_all(sa.local, sa.remote, data);
+    }
+
     fn start_pending(
         &mut self,
         sa: &mut IkeSa,
         now: Instant,
         mid: u32,
         exch: u8,
-        data: Vec<u8>,
+        data: Vec<Vec<u8>>,
         kind: ReqKind,
     ) {
-        self.transmit(sa.local, sa.remote, data.clone());
+        self.transmit_all(sa.local, sa.remote, data.clone());
         sa.pending = Some(Pending {
             msg_id: mid,
             exchange: exch,
@@ -1591,16 +1704,17 @@ impl Endpoint {
     ) {
         let mid = sa.next_req_id;
         sa.next_req_id = sa.next_req_id.wrapping_add(1);
-        if let Some(data) = self.protect(sa, exch, mid, false, &payloads) {
+        if let Some(data) = self.protect_frags(sa, exch, mid, false, &payloads) {
             self.start_pending(sa, now, mid, exch, data, kind);
         }
     }
 
     /// Answer request `mid` and cache the answer for retransmitted requests (RFC 7296 2.1).
     fn respond(&mut self, sa: &mut IkeSa, exch: u8, mid: u32, payloads: Vec<Payload>) {
-        if let Some(data) = self.protect(sa, exch, mid, true, &payloads) {
-            self.transmit(sa.local, sa.remote, data.clone());
-            sa.last_response = Some((mid, data));
+        if let Some(data) = self.protect_frags(sa, exch, mid, true, &payloads) {
+            self.transmit_all(sa.local, sa.remote, data.clone());
+            sa.frag.cache_response(mid, &data);
+            sa.last_response = Some((mid, data.into_iter().next().unwrap_or_default()));
         }
         sa.expected_req_id = mid.wrapping_add(1);
     }
@@ -1665,6 +1779,13 @@ impl Endpoint {
             nt::NAT_DETECTION_DESTINATION_IP,
             sk::nat_hash(sa.spi_i, 0, sa.remote),
         ));
+        if sa.conn.fragmentation {
+            // RFC 7383 2.3
+            payloads.push(Payload::notify(
+                nt::IKEV2_FRAGMENTATION_SUPPORTED,
+                Vec::new(),
+            ));
+        }
         let h = Self::header(sa, exchange::IKE_SA_INIT, 0, false);
         let data = Message {
             header: h,
@@ -1672,7 +1793,7 @@ impl Endpoint {
         }
         .emit();
         sa.init_req = data.clone();
-        self.start_pending(sa, now, 0, exchange::IKE_SA_INIT, data, ReqKind::Init);
+        self.start_pending(sa, now, 0, exchange::IKE_SA_INIT, vec![data], ReqKind::Init);
     }
 
     /// Our CHILD_SA proposal payloads: [USE_TRANSPORT_MODE], [N(REKEY_SA)], SA, [Ni, [KEi]],
@@ -1836,6 +1957,20 @@ impl Endpoint {
             self.stats.dropped_message_id += 1;
             return;
         }
+        // DoS guard (cookie.rs): COOKIE / half-open caps before any per-request work.
+        let limits = self.config.limits;
+        match self.dos.admit(
+            now,
+            &limits,
+            self.rng.as_mut(),
+            msg,
+            remote.ip(),
+            &mut self.stats,
+        ) {
+            Admit::Accept => {}
+            Admit::Cookie(c) => return self.respond_init_notify(h, local, remote, nt::COOKIE, c),
+            Admit::Drop => return,
+        }
         if let Some(ptype) = critical_unknown(&msg.payloads) {
             // RFC 7296 2.5
             self.respond_init_notify(
@@ -1966,6 +2101,14 @@ impl Endpoint {
                 sk::nat_hash(spi_i, spi_r, remote),
             ));
         }
+        // RFC 7383 2.3: answer the peer's IKEV2_FRAGMENTATION_SUPPORTED if we support it too.
+        let frag_ok = conn.fragmentation && msg.notify(nt::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        if frag_ok {
+            payloads.push(Payload::notify(
+                nt::IKEV2_FRAGMENTATION_SUPPORTED,
+                Vec::new(),
+            ));
+        }
         let rh = Header {
             spi_i,
             spi_r,
@@ -2021,7 +2164,7 @@ impl Endpoint {
             last_response: Some((0, resp)),
             children: Vec::new(),
             established_at: None,
-            half_open_deadline: Some(now + HALF_OPEN_TIMEOUT),
+            half_open_deadline: Some(now + limits.half_open_timeout),
             remote_identity: None,
             superseded: false,
             adopt_pending: false,
@@ -2031,9 +2174,11 @@ impl Endpoint {
             rekey_at: None,
             last_rx: now,
             rekey_count: 0,
+            frag: FragState::new(frag_ok),
         };
         self.init_index.insert((remote, spi_i), spi_r);
         self.sas.insert(spi_r, sa);
+        self.dos.opened(spi_r, remote.ip(), &mut self.stats);
     }
 
     fn on_init_response(
@@ -2153,6 +2298,9 @@ impl Endpoint {
             tx,
             rx,
         });
+        // RFC 7383 2.3: fragmentation is used only if both sides announced it.
+        sa.frag.negotiated =
+            sa.conn.fragmentation && has_notify(pl, nt::IKEV2_FRAGMENTATION_SUPPORTED);
         let src = notify_data(pl, nt::NAT_DETECTION_SOURCE_IP);
         let dst = notify_data(pl, nt::NAT_DETECTION_DESTINATION_IP);
         if !src.is_empty() || !dst.is_empty() {
@@ -2193,11 +2341,15 @@ impl Endpoint {
 
     fn open(
         &mut self,
-        sa: &IkeSa,
+        sa: &mut IkeSa,
         data: &[u8],
         msg: &Message,
         remote: SocketAddr,
     ) -> Option<Vec<Payload>> {
+        if matches!(msg.payloads.last(), Some(Payload::Skf { .. })) {
+            // RFC 7383 2.6: verified and reassembled by `on_fragment`.
+            return sa.frag.take_reassembled(msg);
+        }
         let keys = sa.keys.as_ref()?;
         match sk::open(&keys.rx, data, msg) {
             Ok(p) => Some(p),
@@ -2236,8 +2388,7 @@ impl Endpoint {
                 // A retransmitted request: verify it, then resend the cached answer (2.1).
                 let resp = resp.clone();
                 if self.open(sa, data, msg, remote).is_some() {
-                    self.stats.retransmits_answered += 1;
-                    self.transmit(sa.local, sa.remote, resp);
+                    self.resend_response(sa, mid, resp);
                 }
                 return Outcome::Keep;
             }
@@ -2250,7 +2401,7 @@ impl Endpoint {
         if msg
             .payloads
             .last()
-            .is_none_or(|p| !matches!(p, Payload::Sk { .. }))
+            .is_none_or(|p| !matches!(p, Payload::Sk { .. } | Payload::Skf { .. }))
         {
             self.stats.dropped_malformed += 1;
             return Outcome::Keep;
@@ -3002,6 +3153,8 @@ impl Endpoint {
             rekey_at: None,
             last_rx: now,
             rekey_count: old.rekey_count + 1,
+            // RFC 7383 2.3: negotiated in IKE_SA_INIT; the rekeyed IKE SA keeps it.
+            frag: FragState::new(old.frag.negotiated),
         })
     }
 
@@ -3640,5 +3793,20 @@ impl Endpoint {
         let msg = Message::parse(data).ok()?;
         let sa = self.sas.get(&spi)?;
         sk::open(&sa.keys.as_ref()?.rx, data, &msg).ok()
+    }
+}
+
+#[cfg(test)]
+impl Endpoint {
+    /// Test hook (DoS tests): sizes of every per-peer table: (IKE SAs, IKE_SA_INIT index,
+    /// half-open table, per-source table, queued transmits).
+    pub(crate) fn test_table_sizes(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.sas.len(),
+            self.init_index.len(),
+            self.dos.half_open(),
+            self.dos.sources(),
+            self.transmits.len(),
+        )
     }
 }

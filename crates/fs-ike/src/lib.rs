@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod cookie;
 pub mod endpoint;
+mod fragment;
 mod proposals;
 mod sk;
 
 pub use config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction};
+pub use cookie::Limits;
 pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
 pub use endpoint::{ChildSaInfo, IkeSaInfo};
 

@@ -27,16 +27,36 @@ pub(crate) fn seal(
     } else {
         emit_payloads(payloads)
     };
+    seal_inner(cipher, rng, &inner, |body_len| {
+        sk_message_prefix(header, first, body_len)
+    })
+}
+
+/// Bytes of an SK/SKF body (IV | ciphertext | ICV) carrying `inner_len` bytes of payloads.
+pub(crate) fn body_len(cipher: &Transform, inner_len: usize) -> usize {
+    let block = cipher.block_len().max(1);
+    let pad = (block - (inner_len + 1) % block) % block;
+    cipher.iv_len() + inner_len + pad + 1 + cipher.icv_len()
+}
+
+/// Encrypt `inner` (an already encoded payload chain, or a piece of one for SKF) behind
+/// `prefix(body_len)` (IKE header + SK/SKF header with final lengths: the AAD / start of the
+/// integrity input), with a fresh random IV, padding and ICV (RFC 7296 3.14, RFC 7383 2.5).
+pub(crate) fn seal_inner(
+    cipher: &Transform,
+    rng: &mut dyn Rng,
+    inner: &[u8],
+    prefix: impl FnOnce(usize) -> Vec<u8>,
+) -> Option<Vec<u8>> {
     let block = cipher.block_len().max(1);
     let pad = (block - (inner.len() + 1) % block) % block;
     let (iv_len, icv_len) = (cipher.iv_len(), cipher.icv_len());
-    let body_len = iv_len + inner.len() + pad + 1 + icv_len;
-    let mut buf = sk_message_prefix(header, first, body_len);
+    let mut buf = prefix(body_len(cipher, inner.len()));
     let aad_len = buf.len();
     let mut iv = vec![0u8; iv_len];
     rng.fill(&mut iv);
     buf.extend_from_slice(&iv);
-    buf.extend_from_slice(&inner);
+    buf.extend_from_slice(inner);
     buf.resize(buf.len() + pad, 0);
     // The pad length fits: pad < block <= 16.
     buf.push(pad as u8);
@@ -54,14 +74,26 @@ pub(crate) fn open(
     let Some(Payload::Sk { first_inner, body }) = msg.payloads.last() else {
         return Err(OpenError::Malformed);
     };
-    let total = msg.header.length as usize;
+    let inner = open_inner(cipher, data, msg.header.length as usize, body.len())?;
+    parse_payloads(*first_inner, &inner).map_err(|_| OpenError::Malformed)
+}
+
+/// Verify and decrypt the last (SK or SKF) payload of a message of `total` bytes whose body
+/// (IV | ciphertext | ICV) is the last `body_len` bytes; everything before is the AAD (RFC 7296
+/// 3.14; RFC 7383 2.5: for SKF it includes Fragment Number and Total Fragments). Returns the
+/// inner bytes without padding.
+pub(crate) fn open_inner(
+    cipher: &Transform,
+    data: &[u8],
+    total: usize,
+    body_len: usize,
+) -> Result<Vec<u8>, OpenError> {
     let mut buf = data.get(..total).ok_or(OpenError::Malformed)?.to_vec();
-    let aad_len = total.checked_sub(body.len()).ok_or(OpenError::Malformed)?;
-    if body.len() < cipher.iv_len() + cipher.icv_len() + 1 {
+    let aad_len = total.checked_sub(body_len).ok_or(OpenError::Malformed)?;
+    if body_len < cipher.iv_len() + cipher.icv_len() + 1 {
         return Err(OpenError::Malformed);
     }
-    if !(body.len() - cipher.iv_len() - cipher.icv_len()).is_multiple_of(cipher.block_len().max(1))
-    {
+    if !(body_len - cipher.iv_len() - cipher.icv_len()).is_multiple_of(cipher.block_len().max(1)) {
         return Err(OpenError::Malformed);
     }
     let range = cipher.open(&mut buf, aad_len, None).map_err(|e| match e {
@@ -74,8 +106,9 @@ pub(crate) fn open(
         .len()
         .checked_sub(usize::from(pad_len))
         .ok_or(OpenError::Malformed)?;
-    let inner = rest.get(..inner_len).ok_or(OpenError::Malformed)?;
-    parse_payloads(*first_inner, inner).map_err(|_| OpenError::Malformed)
+    rest.get(..inner_len)
+        .map(<[u8]>::to_vec)
+        .ok_or(OpenError::Malformed)
 }
 
 /// NAT detection hash: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 2.23).

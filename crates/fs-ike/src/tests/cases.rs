@@ -122,6 +122,7 @@ fn responder_selects_connection_by_identity() {
     let mut sim = Sim::new(a, b.clone(), 5);
     sim.nodes[1].ep.set_config(Config {
         connections: vec![other, b],
+        ..Default::default()
     });
     sim.establish();
     let now = sim.now;

@@ -412,6 +412,7 @@ fn initial_contact_replaces_stale_sas() {
     sim.nodes[0].ep = Endpoint::new(
         Config {
             connections: vec![a],
+            ..Default::default()
         },
         Box::new(TestRng::from_seed(9999)),
     );

@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 mod cases;
+mod dos;
+mod frag;
 mod lifecycle;
 
 pub const A: &str = "100.1.1.1";
@@ -102,6 +104,8 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         rekey_time: None,
         dpd_delay: None,
         dpd_action: Default::default(),
+        fragmentation: true,
+        fragment_size: crate::config::DEFAULT_FRAGMENT_SIZE,
     }
 }
 
@@ -193,6 +197,7 @@ impl Sim {
             ep: Endpoint::new(
                 Config {
                     connections: vec![c],
+                    ..Default::default()
                 },
                 Box::new(TestRng::from_seed(s)),
             ),
