@@ -634,6 +634,12 @@ impl GwParams {
             ("SS_CHILD_EXTRA", ""),
             ("FS_CONN_EXTRA", ""),
             ("FS_CHILD_EXTRA", ""),
+            // extra traffic selectors, appended to the lists (tests/fragmentation.rs: big
+            // IKE_AUTH messages); ferroswan: `, "a/b", ...`, strongSwan: `,a/b,...`
+            ("FS_LOCAL_TS_EXTRA", ""),
+            ("FS_REMOTE_TS_EXTRA", ""),
+            ("SS_LOCAL_TS_EXTRA", ""),
+            ("SS_REMOTE_TS_EXTRA", ""),
         ]
     }
 }

@@ -494,3 +494,20 @@ fn lossy_reordering_network_with_fragments() {
     }
     assert!(up >= 36, "only {up}/40 established");
 }
+
+#[test]
+fn fragmented_with_cbc_hmac_and_chacha() {
+    for suite in ["aes256-sha384-x25519", "chacha20poly1305-prfsha256-x25519"] {
+        let (mut a, mut b) = big_pair(300);
+        a.ike_proposals = vec![ike(suite)];
+        b.ike_proposals = vec![ike(suite)];
+        let mut sim = Sim::new(a, b, 9);
+        sim.establish();
+        for i in 0..2 {
+            let n = &sim.nodes[i];
+            assert!(skf_sent(n).len() > 2, "{suite}: node {i} did not fragment");
+            assert!(n.sent.iter().all(|t| t.data.len() + 28 <= 300), "{suite}");
+            assert_eq!(n.ep.stats().messages_reassembled, 1, "{suite}");
+        }
+    }
+}
