@@ -13,10 +13,10 @@ import json
 import sys
 
 run_dir, out = sys.argv[1], sys.argv[2]
-CASE_ORDER = ["plain", "ss-ss", "fs-fs", "fs-ss"]
+CASE_ORDER = ["plain", "ss-ss", "fs-fs", "fs-fs-encap", "fs-ss"]
 IMPL = {"plain": (None, None), "ss-ss": ("strongswan", "strongswan"),
-        "fs-fs": ("ferroswan", "ferroswan"), "fs-ss": ("ferroswan", "strongswan")}
-RATIOS = [("fs-fs", "ss-ss"), ("fs-ss", "ss-ss"), ("fs-fs", "plain")]
+        "fs-fs": ("ferroswan", "ferroswan"), "fs-fs-encap": ("ferroswan", "ferroswan"), "fs-ss": ("ferroswan", "strongswan")}
+RATIOS = [("fs-fs", "ss-ss"), ("fs-fs-encap", "ss-ss"), ("fs-ss", "ss-ss"), ("fs-fs", "plain")]
 
 
 def ratio_ok(key):  # ratios are shown for throughput, pps, RTT and gateway CPU only

@@ -10,6 +10,7 @@
 #   ss-ss   strongSwan <-> strongSwan   (charon 5.9, kernel-libipsec = userspace ESP over TUN)
 #   fs-fs   ferroswan  <-> ferroswan    (release build)
 #   fs-ss   ferroswan (gwA, initiator) <-> strongSwan (gwB)
+#   fs-fs-encap  ferroswan <-> ferroswan with `encap = true` (ESP in UDP 4500; opt-in case)
 # for each ESP suite (SUITES), IKE proposal $IKE_PROPOSAL. Per case and suite:
 #   - tunnel cases first prove on gwA's outside link (tcpdump + tshark, during a ping and a 1 s
 #     iperf3) that the traffic is ESP (raw or UDP 4500) and that no 192.168.x.x packet crosses
@@ -223,6 +224,7 @@ gw_start() {
     swanctl_i "$side" --load-all --noprompt > "$dir/load.log" 2>&1 || { log "swanctl --load-all gw$side failed"; cat "$dir/load.log" >&2; return 1; }
   else
     [ -z "$BIN_NOTE" ] || { log "$BIN_NOTE"; return 1; }
+    export ENCAP=${ENCAP:-false}
     export CONTROL_SOCKET=$dir/ctl.sock LOCAL_ADDR=$local_addr REMOTE_ADDR=$remote_addr \
            LOCAL_ID=$local_id REMOTE_ID=$remote_id LOCAL_TS=$local_ts REMOTE_TS=$remote_ts
     envsubst < "$BENCH/conf/ferroswan.toml.tmpl" > "$dir/ferroswan.toml"
@@ -392,7 +394,9 @@ verify_esp() {
 # run_tunnel CASE SUITE -- one tunnel row: start, initiate, verify, measure, stop
 run_tunnel() {
   local case=$1 suite=$2 dir=$RUN/$1-$2 impl_a impl_b rc
+  ENCAP=false
   case $case in ss-ss) impl_a=ss; impl_b=ss ;; fs-fs) impl_a=fs; impl_b=fs ;; fs-ss) impl_a=fs; impl_b=ss ;;
+    fs-fs-encap) impl_a=fs; impl_b=fs; ENCAP=true ;;
     *) row "$case" "$suite" FAIL "unknown case"; return ;; esac
   mkdir -p "$dir"
   log "=== $case (gwA $impl_a, gwB $impl_b) ESP $suite"

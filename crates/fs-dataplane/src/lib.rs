@@ -4,10 +4,16 @@
 //!
 //! Threads (each a [`Worker`] owning its buffers, so one worker per TUN queue / socket can be
 //! added later):
-//! - TUN reader: policy lookup, ESP encapsulation, send (UDP 4500 or raw protocol 50).
+//! - TUN reader: policy lookup, ESP encapsulation of all segments of one (GSO) read back to
+//!   back into one buffer, sent with one syscall per destination: UDP GSO (`UDP_SEGMENT`)
+//!   for ESP-in-UDP, `sendmmsg` for raw protocol 50. Oversized DF / IPv6 packets are answered
+//!   with ICMP frag-needed / packet-too-big (tunnel MTU = `tun_mtu`) written back to TUN.
 //! - UDP readers: keepalives dropped, IKE (marker stripped on 4500) to the control thread,
-//!   ESP decapsulated, selector-checked and written to the TUN device.
-//! - raw ESP readers: same as the UDP ESP path (IPv4 header skipped).
+//!   ESP decapsulated, selector-checked and written to the TUN device. The 4500 reader uses
+//!   `recvmmsg` + `UDP_GRO` (coalesced datagrams split by their segment size).
+//! - raw ESP readers (IPv4 header skipped, IPv6): `recvmmsg` batches.
+//! Receive paths decrypt in place in the batch buffers, look the SA up once per SPI change
+//! within a batch, and write the inner packets with one coalescing `send_multiple`.
 //!
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
@@ -22,6 +28,7 @@ pub use tables::{GlobalCounters, InboundEntry, OutboundEntry, Policy, PolicyActi
 
 use crossbeam_channel::Sender;
 use fs_esp::ip::PacketInfo;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -264,7 +271,7 @@ impl DataPlane {
     }
 
     /// Send an IKE message from the socket bound to `local` (adding the non-ESP marker on the
-    /// NAT-T port).
+    /// NAT-T port). A NAT-keepalive (exactly one byte 0xFF, RFC 3948 2.3) is sent as is.
     pub fn send_ike(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> io::Result<()> {
         let sock = self.shared.socket_for(local).ok_or_else(|| {
             io::Error::new(
@@ -272,7 +279,7 @@ impl DataPlane {
                 format!("no socket for local address {local}"),
             )
         })?;
-        if local.port() == self.shared.cfg.natt_port {
+        if local.port() == self.shared.cfg.natt_port && data != [0xFF] {
             let mut v = Vec::with_capacity(data.len() + 4);
             v.extend_from_slice(&NON_ESP_MARKER);
             v.extend_from_slice(data);
@@ -306,24 +313,54 @@ fn next_header(info: &PacketInfo) -> u8 {
 pub struct Worker {
     shared: Arc<Shared>,
     buf: Box<[u8]>,
-    out: Box<[u8]>,
     /// Cache remote -> our address, for IKE on wildcard-bound sockets.
     local_cache: Vec<(IpAddr, IpAddr)>,
-    /// Inner packets waiting for one batched TUN write (raw ESP reader with offloads):
-    /// `tun_batch[..batch_n]`, each with `VNET_HDR_LEN` bytes of headroom.
+    /// Inner packets waiting for one batched TUN write: `tun_batch[..batch_n]`, each with
+    /// `VNET_HDR_LEN` bytes of headroom.
     tun_batch: Vec<Vec<u8>>,
     batch_n: usize,
+    gro: tun_rs::GROTable,
+    /// Encrypted packets waiting to be sent, all to `out_dest`, laid out back to back in
+    /// `out` as `out_pkts` (start, len).
+    out: Box<[u8]>,
+    out_used: usize,
+    out_pkts: Vec<(usize, usize)>,
+    out_dest: Option<Dest>,
+    /// UDP GSO failed once on this worker: use sendmmsg from then on.
+    no_gso: bool,
 }
+
+/// Where a batch of encrypted packets goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Dest {
+    udp: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+/// Size of the outbound ESP batch buffer (two 64 KB TUN reads with ESP overhead fit).
+const OUT_BATCH_BYTES: usize = 256 * 1024;
+/// Most inner packets queued for one TUN `send_multiple`.
+const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Receive buffers per recvmmsg on the ESP sockets.
+const RECV_BATCH: usize = 32;
+/// Receive buffers per recvmmsg on a UDP socket with GRO (each up to 64 KB).
+const RECV_BATCH_GRO: usize = 8;
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Self {
         Worker {
             shared,
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
-            out: vec![0u8; BUF_LEN].into_boxed_slice(),
             local_cache: Vec::new(),
             tun_batch: Vec::new(),
             batch_n: 0,
+            gro: tun_rs::GROTable::default(),
+            out: Box::new([]),
+            out_used: 0,
+            out_pkts: Vec::new(),
+            out_dest: None,
+            no_gso: false,
         }
     }
 
@@ -333,12 +370,20 @@ impl Worker {
 
     fn tun_loop(&mut self) {
         let fd = self.shared.tun.as_raw_fd();
+        self.out = vec![0u8; OUT_BATCH_BYTES].into_boxed_slice();
         if self.shared.tun.tcp_gso() {
             return self.tun_loop_offload(fd);
         }
+        let mut buf = vec![0u8; BUF_LEN];
+        let sh = self.shared.clone();
         while !self.stopped() {
-            match self.shared.tun.recv(&mut self.buf) {
-                Ok(n) => self.outbound(n),
+            match sh.tun.recv(&mut buf) {
+                Ok(n) => {
+                    let spd = sh.tables.spd();
+                    self.outbound(&sh, &spd, &buf[..n]);
+                    drop(spd);
+                    self.flush_out();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -351,34 +396,36 @@ impl Worker {
 
     /// TUN reader with offloads: one read returns a (possibly GSO) packet with its
     /// virtio_net_hdr; tun-rs splits it into MTU-sized segments with fixed headers and
-    /// checksums, each of which is encrypted and sent like a plain read.
+    /// checksums. All segments are encrypted back to back into one buffer and sent with one
+    /// syscall per destination (UDP GSO, else sendmmsg).
     fn tun_loop_offload(&mut self, fd: libc::c_int) {
         let seg_len = usize::from(self.shared.cfg.tun_mtu).max(1500) + 256;
         let mut segs = vec![vec![0u8; seg_len]; tun_rs::IDEAL_BATCH_SIZE];
         let mut sizes = vec![0usize; segs.len()];
+        let sh = self.shared.clone();
         while !self.stopped() {
-            match self
-                .shared
+            match sh
                 .tun
                 .recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0)
             {
                 Ok(k) => {
+                    let spd = sh.tables.spd();
                     for i in 0..k.min(segs.len()) {
-                        let n = sizes[i];
-                        let Some(seg) = segs[i].get(..n) else {
-                            GlobalCounters::inc(&self.shared.counters.malformed);
+                        let Some(seg) = segs[i].get(..sizes[i]) else {
+                            GlobalCounters::inc(&sh.counters.malformed);
                             continue;
                         };
-                        self.buf[..n].copy_from_slice(seg);
-                        self.outbound(n);
+                        self.outbound(&sh, &spd, seg);
                     }
+                    drop(spd);
+                    self.flush_out();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error().is_none() => {
                     // a packet tun-rs could not split (bad virtio header / IP header)
                     debug!("drop: malformed packet from TUN: {e}");
-                    GlobalCounters::inc(&self.shared.counters.malformed);
+                    GlobalCounters::inc(&sh.counters.malformed);
                 }
                 Err(e) => {
                     warn!("TUN read failed: {e}");
@@ -388,16 +435,16 @@ impl Worker {
         }
     }
 
-    /// A cleartext packet from TUN in `buf[..n]`: find its policy, encrypt, send.
-    fn outbound(&mut self, n: usize) {
-        let sh = &*self.shared;
+    /// A cleartext packet from TUN: find its policy, encrypt it into the outbound batch
+    /// (sent by [`Worker::flush_out`]).
+    fn outbound(&mut self, sh: &Shared, spd: &[Policy], pkt: &[u8]) {
         let c = &sh.counters;
-        let Ok(info) = PacketInfo::parse(&self.buf[..n]) else {
+        let n = pkt.len();
+        let Ok(info) = PacketInfo::parse(pkt) else {
             debug!("drop: malformed packet from TUN ({n} bytes)");
             GlobalCounters::inc(&c.malformed);
             return;
         };
-        let spd = sh.tables.spd();
         let Some(p) = spd.iter().find(|p| {
             p.matches_outbound(
                 info.src,
@@ -413,14 +460,27 @@ impl Worker {
         };
         match &p.action {
             PolicyAction::Protect(e) => {
+                if n > usize::from(sh.cfg.tun_mtu) && self.too_big(sh, &info, pkt) {
+                    return;
+                }
                 let need = n + e.sa.max_overhead();
                 if need > self.out.len() {
                     GlobalCounters::inc(&c.too_big);
                     return;
                 }
+                let dest = Dest {
+                    udp: e.udp_encap,
+                    local: e.local,
+                    remote: e.remote,
+                };
+                if self.out_dest != Some(dest) || self.out_used + need > self.out.len() {
+                    self.flush_out();
+                    self.out_dest = Some(dest);
+                }
+                let start = self.out_used;
                 let len = match e
                     .sa
-                    .encapsulate(&self.buf[..n], next_header(&info), &mut self.out)
+                    .encapsulate(pkt, next_header(&info), &mut self.out[start..])
                 {
                     Ok(l) => l,
                     Err(err) => {
@@ -432,26 +492,8 @@ impl Worker {
                         return;
                     }
                 };
-                let res = if e.udp_encap {
-                    match sh.socket_for(SocketAddr::new(e.local.ip(), sh.cfg.natt_port)) {
-                        Some(s) => s.send_to(&self.out[..len], e.remote),
-                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
-                    }
-                } else {
-                    let raw = if e.remote.is_ipv4() {
-                        &sh.raw4
-                    } else {
-                        &sh.raw6
-                    };
-                    match raw {
-                        Some(s) => s.send_to(&self.out[..len], SocketAddr::new(e.remote.ip(), 0)),
-                        None => Err(io::Error::from(io::ErrorKind::NotFound)),
-                    }
-                };
-                if let Err(err) = res {
-                    debug!("drop: sending ESP to {} failed: {err}", e.remote);
-                    GlobalCounters::inc(&c.send_error);
-                }
+                self.out_pkts.push((start, len));
+                self.out_used += len;
             }
             PolicyAction::Trap => {
                 GlobalCounters::inc(&c.no_sa);
@@ -483,9 +525,153 @@ impl Worker {
         }
     }
 
+    /// An inner packet longer than the tunnel MTU: if it must not be fragmented (IPv4 DF,
+    /// or IPv6), answer it with ICMP frag-needed / ICMPv6 packet-too-big (MTU = tun_mtu)
+    /// written back into the TUN device, so the sender learns the path MTU, and return true
+    /// (the packet is dropped). IPv4 without DF: false (sent; the outer packet fragments).
+    fn too_big(&mut self, sh: &Shared, info: &PacketInfo, pkt: &[u8]) -> bool {
+        let mtu = sh.cfg.tun_mtu;
+        let mut icmp = [0u8; VNET_HDR_LEN + fs_esp::ip::IPV6_MIN_MTU];
+        let out = &mut icmp[VNET_HDR_LEN..];
+        // The reply comes "from" the unreachable destination: a local address as source
+        // would be dropped as martian when it enters through the TUN device.
+        let built = match (info.version, info.dst) {
+            (4, IpAddr::V4(dst)) => {
+                if !matches!(pkt.get(6), Some(b) if b & 0x40 != 0) {
+                    return false;
+                }
+                fs_esp::ip::icmpv4_frag_needed(pkt, mtu, dst, out)
+            }
+            (6, IpAddr::V6(dst)) => {
+                fs_esp::ip::icmpv6_packet_too_big(pkt, u32::from(mtu), dst, out)
+            }
+            _ => return false,
+        };
+        let Ok(len) = built else {
+            // an ICMP error or non-first fragment itself: drop without a reply
+            GlobalCounters::inc(&sh.counters.too_big);
+            return true;
+        };
+        let res = if sh.tun.tcp_gso() {
+            sh.tun.send(&icmp[..VNET_HDR_LEN + len])
+        } else {
+            sh.tun.send(&icmp[VNET_HDR_LEN..VNET_HDR_LEN + len])
+        };
+        match res {
+            Ok(_) => GlobalCounters::inc(&sh.counters.pmtu_icmp),
+            Err(e) => {
+                debug!("drop: TUN write of ICMP too-big failed: {e}");
+                GlobalCounters::inc(&sh.counters.tun_write_error);
+            }
+        }
+        true
+    }
+
+    /// Send the queued ESP packets (all to `out_dest`): ESP-in-UDP as runs of equal-sized
+    /// datagrams with one UDP GSO sendmsg each, raw ESP (or UDP if GSO fails) with sendmmsg.
+    fn flush_out(&mut self) {
+        let Some(dest) = self.out_dest else {
+            self.out_pkts.clear();
+            self.out_used = 0;
+            return;
+        };
+        if self.out_pkts.is_empty() {
+            self.out_used = 0;
+            return;
+        }
+        let sh = self.shared.clone();
+        let c = &sh.counters;
+        let total = self.out_pkts.len();
+        let fd = if dest.udp {
+            sh.socket_for(SocketAddr::new(dest.local.ip(), sh.cfg.natt_port))
+                .map(|s| s.as_raw_fd())
+        } else if dest.remote.is_ipv4() {
+            sh.raw4.as_ref().map(|s| s.as_raw_fd())
+        } else {
+            sh.raw6.as_ref().map(|s| s.as_raw_fd())
+        };
+        let mut failed = 0;
+        match fd {
+            None => failed = total,
+            Some(fd) if dest.udp && !self.no_gso => {
+                let pk = &self.out_pkts;
+                let mut i = 0;
+                while i < pk.len() {
+                    // a run: equal-sized datagrams, the last one may be shorter
+                    let seg = pk[i].1;
+                    let start = pk[i].0;
+                    let mut j = i + 1;
+                    let mut bytes = seg;
+                    while j < pk.len()
+                        && j - i < batch::GSO_MAX_SEGS
+                        && pk[j].1 <= seg
+                        && bytes + pk[j].1 <= batch::GSO_MAX_BYTES
+                        && pk[j].0 == pk[j - 1].0 + pk[j - 1].1
+                    {
+                        bytes += pk[j].1;
+                        j += 1;
+                        if pk[j - 1].1 < seg {
+                            break;
+                        }
+                    }
+                    let res = if j - i == 1 {
+                        batch::send_many(fd, dest.remote, &self.out, &pk[i..j]).map(|_| 0)
+                    } else {
+                        match u16::try_from(seg) {
+                            Ok(s) => {
+                                batch::send_gso(fd, dest.remote, &self.out[start..start + bytes], s)
+                            }
+                            Err(_) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+                        }
+                    };
+                    if let Err(err) = res {
+                        if matches!(
+                            err.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                        ) && j - i > 1
+                        {
+                            // no UDP GSO here: send this run and all later ones one by one
+                            debug!("UDP GSO unavailable ({err}); using sendmmsg");
+                            self.no_gso = true;
+                            let sent =
+                                batch::send_many(fd, dest.remote, &self.out, &pk[i..]).unwrap_or(0);
+                            failed += pk.len() - i - sent;
+                            break;
+                        }
+                        debug!("drop: sending ESP to {} failed: {err}", dest.remote);
+                        failed += j - i;
+                    }
+                    i = j;
+                }
+            }
+            Some(fd) => {
+                let remote = if dest.udp {
+                    dest.remote
+                } else {
+                    SocketAddr::new(dest.remote.ip(), 0)
+                };
+                match batch::send_many(fd, remote, &self.out, &self.out_pkts) {
+                    Ok(sent) => failed = total - sent.min(total),
+                    Err(err) => {
+                        debug!("drop: sending ESP to {} failed: {err}", dest.remote);
+                        failed = total;
+                    }
+                }
+            }
+        }
+        if failed > 0 {
+            c.send_error.fetch_add(failed as u64, Ordering::Relaxed);
+        }
+        self.out_pkts.clear();
+        self.out_used = 0;
+    }
+
     fn udp_loop(&mut self, idx: usize) {
         let sh = self.shared.clone();
         let s = &sh.udp[idx];
+        if s.natt {
+            return self.natt_loop(idx);
+        }
         while !self.stopped() {
             let (n, from) = match s.sock.recv_from(&mut self.buf) {
                 Ok(r) => r,
@@ -505,70 +691,85 @@ impl Worker {
                     continue;
                 }
             };
-            if !s.natt {
-                self.ike_to_control(s.local, from, 0, n);
-            } else if n == 1 && self.buf[0] == 0xff {
-                GlobalCounters::inc(&sh.counters.nat_keepalives);
-            } else if n >= 4 && self.buf[..4] == NON_ESP_MARKER {
-                self.ike_to_control(s.local, from, 4, n);
-            } else {
-                self.inbound_esp(0, n, from);
-            }
+            let data = self.buf[..n].to_vec();
+            self.ike_to_control(s.local, from, data);
         }
     }
 
+    /// NAT-T socket reader: recvmmsg with UDP GRO (a coalesced datagram is split by its
+    /// segment size); keepalives counted, IKE (marker stripped) to the control thread, ESP
+    /// decrypted in place and written to TUN in batches.
+    fn natt_loop(&mut self, idx: usize) {
+        let sh = self.shared.clone();
+        let s = &sh.udp[idx];
+        let fd = s.sock.as_raw_fd();
+        let gro = batch::enable_gro(fd);
+        let mut rb = if gro {
+            batch::RecvBatch::new(RECV_BATCH_GRO, 65536)
+        } else {
+            batch::RecvBatch::new(RECV_BATCH, BUF_LEN.min(16384))
+        };
+        debug!("UDP {} reader: GRO {gro}", s.local);
+        while !self.stopped() {
+            let k = match rb.recv(fd) {
+                Ok(k) => k,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) {
+                        // e.g. ICMP errors reported on the socket; keep going
+                        debug!("UDP {} receive error: {e}", s.local);
+                    }
+                    continue;
+                }
+            };
+            let sad = sh.tables.sad();
+            let mut cache = SaCache::default();
+            for i in 0..k {
+                let n = rb.lens[i];
+                let Some(from) = rb.src(i) else {
+                    GlobalCounters::inc(&sh.counters.malformed);
+                    continue;
+                };
+                let seg = if rb.segs[i] == 0 {
+                    n.max(1)
+                } else {
+                    rb.segs[i]
+                };
+                let Some(data) = rb.bufs[i].get_mut(..n) else {
+                    continue;
+                };
+                for d in data.chunks_mut(seg) {
+                    if d.len() == 1 && d[0] == 0xff {
+                        GlobalCounters::inc(&sh.counters.nat_keepalives);
+                    } else if d.len() >= 4 && d[..4] == NON_ESP_MARKER {
+                        self.ike_to_control(s.local, from, d[4..].to_vec());
+                    } else {
+                        self.inbound_esp(&sad, &mut cache, d, from);
+                    }
+                }
+            }
+            drop(sad);
+            self.flush_tun();
+        }
+    }
+
+    /// Raw ESP reader (IPv4: the IP header is delivered and skipped; IPv6: not delivered):
+    /// recvmmsg a batch, decrypt each packet in place, and write the inner packets to TUN
+    /// with one `send_multiple` (which coalesces consecutive TCP segments, GRO).
     fn raw_loop(&mut self, v6: bool) {
         let sh = self.shared.clone();
         let Some(s) = (if v6 { &sh.raw6 } else { &sh.raw4 }) else {
             return;
         };
-        if !v6 && sh.tun.tcp_gso() {
-            return self.raw4_loop_batched(s.as_raw_fd());
-        }
+        let fd = s.as_raw_fd();
+        let rlen = usize::from(sh.cfg.tun_mtu).max(1500) + 2048;
+        let mut rb = batch::RecvBatch::new(RECV_BATCH, rlen);
         while !self.stopped() {
-            let (n, from) = match s.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    debug!("raw ESP receive error: {e}");
-                    continue;
-                }
-            };
-            let off = if v6 {
-                0
-            } else {
-                // IPv4 raw sockets deliver the IP header: skip IHL*4 bytes.
-                let ihl = usize::from(self.buf.first().copied().unwrap_or(0) & 0x0f) * 4;
-                if ihl < 20 || ihl > n {
-                    GlobalCounters::inc(&sh.counters.malformed);
-                    continue;
-                }
-                ihl
-            };
-            self.inbound_esp(off, n, from);
-        }
-    }
-
-    /// IPv4 raw ESP reader: recvmmsg a batch, decrypt each, and write the inner packets to
-    /// TUN with one `send_multiple` (which coalesces consecutive TCP segments, GRO).
-    fn raw4_loop_batched(&mut self, fd: libc::c_int) {
-        const BATCH: usize = 64;
-        let rlen = usize::from(self.shared.cfg.tun_mtu).max(1500) + 1024;
-        let mut rbufs = vec![vec![0u8; rlen]; BATCH];
-        let mut lens = [0usize; BATCH];
-        let mut gro = tun_rs::GROTable::default();
-        self.tun_batch = (0..BATCH).map(|_| Vec::with_capacity(rlen)).collect();
-        while !self.stopped() {
-            let k = match batch::recv_batch(fd, &mut rbufs, &mut lens) {
+            let k = match rb.recv(fd) {
                 Ok(k) => k,
                 Err(e) => {
                     if !matches!(
@@ -582,36 +783,65 @@ impl Worker {
                     continue;
                 }
             };
-            self.batch_n = 0;
+            let sad = sh.tables.sad();
+            let mut cache = SaCache::default();
             for i in 0..k {
-                let n = lens[i];
-                let ihl = usize::from(rbufs[i].first().copied().unwrap_or(0) & 0x0f) * 4;
-                if n < 20 || ihl < 20 || ihl > n {
-                    GlobalCounters::inc(&self.shared.counters.malformed);
+                let n = rb.lens[i];
+                let from = match rb.src(i) {
+                    Some(a) => SocketAddr::new(a.ip(), 0),
+                    None => {
+                        GlobalCounters::inc(&sh.counters.malformed);
+                        continue;
+                    }
+                };
+                let Some(data) = rb.bufs[i].get_mut(..n) else {
                     continue;
-                }
-                let b = &rbufs[i];
-                let from =
-                    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15])), 0);
-                self.buf[..n].copy_from_slice(&b[..n]);
-                self.inbound_esp(ihl, n, from);
+                };
+                let off = if v6 {
+                    0
+                } else {
+                    let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
+                    if n < 20 || ihl < 20 || ihl > n {
+                        GlobalCounters::inc(&sh.counters.malformed);
+                        continue;
+                    }
+                    ihl
+                };
+                self.inbound_esp(&sad, &mut cache, &mut data[off..], from);
             }
-            if self.batch_n > 0 {
-                let nb = self.batch_n;
-                self.batch_n = 0;
-                if let Err(e) =
-                    self.shared
-                        .tun
-                        .send_multiple(&mut gro, &mut self.tun_batch[..nb], VNET_HDR_LEN)
-                {
+            drop(sad);
+            self.flush_tun();
+        }
+    }
+
+    /// Write the queued inner packets to TUN: with offloads one `send_multiple` (GRO
+    /// coalescing), else one write each.
+    fn flush_tun(&mut self) {
+        let nb = self.batch_n;
+        if nb == 0 {
+            return;
+        }
+        self.batch_n = 0;
+        let sh = &*self.shared;
+        if sh.tun.tcp_gso() {
+            if let Err(e) =
+                sh.tun
+                    .send_multiple(&mut self.gro, &mut self.tun_batch[..nb], VNET_HDR_LEN)
+            {
+                debug!("drop: TUN write failed: {e}");
+                GlobalCounters::inc(&sh.counters.tun_write_error);
+            }
+        } else {
+            for v in &self.tun_batch[..nb] {
+                if let Err(e) = sh.tun.send(&v[VNET_HDR_LEN..]) {
                     debug!("drop: TUN write failed: {e}");
-                    GlobalCounters::inc(&self.shared.counters.tun_write_error);
+                    GlobalCounters::inc(&sh.counters.tun_write_error);
                 }
             }
         }
     }
 
-    fn ike_to_control(&mut self, local: SocketAddr, remote: SocketAddr, off: usize, n: usize) {
+    fn ike_to_control(&mut self, local: SocketAddr, remote: SocketAddr, data: Vec<u8>) {
         let local = if local.ip().is_unspecified() {
             SocketAddr::new(
                 self.resolve_local(remote.ip()).unwrap_or(local.ip()),
@@ -623,7 +853,7 @@ impl Worker {
         let _ = self.shared.tx.send(DpMessage::Ike {
             local,
             remote,
-            data: self.buf[off..n].to_vec(),
+            data,
         });
     }
 
@@ -648,23 +878,34 @@ impl Worker {
         Some(l)
     }
 
-    /// An ESP packet in `buf[off..end]` from `from`: find the SA, decrypt, check selectors,
-    /// write the inner packet to TUN.
-    fn inbound_esp(&mut self, off: usize, end: usize, from: SocketAddr) {
+    /// An ESP packet `pkt` (SPI .. ICV) from `from`: find the SA, decrypt in place, check
+    /// selectors, queue the inner packet for the TUN write ([`Worker::flush_tun`]).
+    fn inbound_esp<'s>(
+        &mut self,
+        sad: &'s HashMap<u32, InboundEntry>,
+        cache: &mut SaCache<'s>,
+        pkt: &mut [u8],
+        from: SocketAddr,
+    ) {
         let sh = &*self.shared;
         let c = &sh.counters;
-        let pkt = &mut self.buf[off..end];
         if pkt.len() < fs_esp::ESP_HEADER_LEN {
             debug!("drop: short ESP packet from {from}");
             GlobalCounters::inc(&c.malformed);
             return;
         }
         let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
-        let sad = sh.tables.sad();
-        let Some(entry) = sad.get(&spi) else {
-            debug!("drop: unknown SPI {spi:08x} from {from}");
-            GlobalCounters::inc(&c.unknown_spi);
-            return;
+        let entry = match cache.last {
+            Some((s, e)) if s == spi => e,
+            _ => {
+                let Some(e) = sad.get(&spi) else {
+                    debug!("drop: unknown SPI {spi:08x} from {from}");
+                    GlobalCounters::inc(&c.unknown_spi);
+                    return;
+                };
+                cache.last = Some((spi, e));
+                e
+            }
         };
         let d = match entry.sa.decapsulate(pkt) {
             Ok(d) => d,
@@ -672,6 +913,7 @@ impl Worker {
                 debug!("drop: ESP SPI {spi:08x} from {from}: {e}");
                 use fs_esp::EspError::*;
                 let ctr = match e {
+                    Dummy => return, // dummy packet (TFC), RFC 4303 2.6
                     Replay => &c.replay,
                     AuthFailed => &c.auth_failed,
                     WrongSpi => &c.unknown_spi,
@@ -716,35 +958,23 @@ impl Worker {
             GlobalCounters::inc(&c.selector_mismatch);
             return;
         }
-        let res = if self.batch_n < self.tun_batch.len() {
-            // batched reader: queue the packet for one send_multiple after the batch
-            let v = &mut self.tun_batch[self.batch_n];
-            v.clear();
-            v.resize(VNET_HDR_LEN, 0);
-            v.extend_from_slice(inner);
-            self.batch_n += 1;
-            return;
-        } else if sh.tun.tcp_gso() {
-            // The device expects a virtio_net_hdr before each packet: write an all-zero one
-            // (GSO_NONE, checksum complete) over the consumed ESP header/IV in front of it.
-            let start = off + d.inner.start;
-            let end = off + d.inner.end;
-            match start.checked_sub(VNET_HDR_LEN) {
-                Some(h) if end <= self.buf.len() => {
-                    self.buf[h..start].fill(0);
-                    sh.tun.send(&self.buf[h..end])
-                }
-                _ => {
-                    GlobalCounters::inc(&c.malformed);
-                    return;
-                }
-            }
-        } else {
-            sh.tun.send(inner)
-        };
-        if let Err(e) = res {
-            debug!("drop: TUN write failed: {e}");
-            GlobalCounters::inc(&c.tun_write_error);
+        if self.batch_n >= TUN_BATCH {
+            self.flush_tun();
         }
+        if self.batch_n >= self.tun_batch.len() {
+            self.tun_batch.push(Vec::with_capacity(2048));
+        }
+        let v = &mut self.tun_batch[self.batch_n];
+        v.clear();
+        v.resize(VNET_HDR_LEN, 0);
+        v.extend_from_slice(inner);
+        self.batch_n += 1;
     }
+}
+
+/// The last SAD entry looked up in one receive batch (packets of a batch nearly always
+/// share their SA; saves the hash lookup). Lives only while the SAD read guard is held.
+#[derive(Default)]
+struct SaCache<'s> {
+    last: Option<(u32, &'s InboundEntry)>,
 }

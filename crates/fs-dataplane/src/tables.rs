@@ -184,6 +184,29 @@ impl Tables {
         w(&self.spd).insert(0, policy_out);
     }
 
+    /// NAT rebinding (RFC 7296 2.23): send the ESP of outbound SA `spi_out` to `remote` from
+    /// now on. Returns true if the SA was found.
+    pub fn set_outbound_remote(&self, spi_out: u32, remote: SocketAddr) -> bool {
+        let mut found = false;
+        for p in w(&self.spd).iter_mut() {
+            if let PolicyAction::Protect(e) = &mut p.action {
+                if e.sa.spi() == spi_out {
+                    e.remote = remote;
+                    found = true;
+                }
+            }
+        }
+        found
+    }
+
+    /// Highest sequence number used by outbound SA `spi_out` (None if not installed).
+    pub fn outbound_seq(&self, spi_out: u32) -> Option<u64> {
+        r(&self.spd).iter().find_map(|p| match &p.action {
+            PolicyAction::Protect(e) if e.sa.spi() == spi_out => Some(e.sa.seq()),
+            _ => None,
+        })
+    }
+
     /// Packets received so far on inbound SA `spi_in` (None if not installed).
     pub fn inbound_packets(&self, spi_in: u32) -> Option<u64> {
         r(&self.sad).get(&spi_in).map(|e| e.sa.counters().packets)
@@ -232,6 +255,9 @@ pub struct GlobalCounters {
     pub tun_write_error: AtomicU64,
     pub nat_keepalives: AtomicU64,
     pub acquires: AtomicU64,
+    /// Oversized packets (more than the tunnel MTU, DF or IPv6) answered with ICMP
+    /// frag-needed / ICMPv6 packet-too-big written back into the TUN device.
+    pub pmtu_icmp: AtomicU64,
 }
 
 impl GlobalCounters {
@@ -259,6 +285,7 @@ impl GlobalCounters {
             ("tun_write_error", g(&self.tun_write_error)),
             ("nat_keepalives", g(&self.nat_keepalives)),
             ("acquires", g(&self.acquires)),
+            ("pmtu_icmp", g(&self.pmtu_icmp)),
         ]
         .into_iter()
         .collect()
