@@ -8,7 +8,7 @@ PKGS=(
   strongswan-charon strongswan-swanctl strongswan-pki
   libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins
   iperf3 tshark tcpdump iputils-ping iproute2 gettext-base jq procps util-linux
-  nftables
+  nftables conntrack
 )
 
 missing=()

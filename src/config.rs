@@ -124,6 +124,9 @@ struct RawConn {
     dpd_action: Option<String>,
     fragmentation: Option<bool>,
     fragment_size: Option<usize>,
+    nat_keepalive: Option<RawDuration>,
+    life_time: Option<RawDuration>,
+    rand_time: Option<RawDuration>,
     local: RawLocal,
     #[serde(default)]
     remote: RawRemote,
@@ -159,6 +162,12 @@ struct RawChild {
     start_action: Option<String>,
     replay_window: Option<u32>,
     rekey_time: Option<RawDuration>,
+    life_time: Option<RawDuration>,
+    rand_time: Option<RawDuration>,
+    rekey_bytes: Option<u64>,
+    rekey_packets: Option<u64>,
+    life_bytes: Option<u64>,
+    life_packets: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -565,6 +574,21 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 format!("{fragment_size} out of range 256..65535"),
             ));
         }
+        // RFC 3948 4: keepalives from the NATed side (strongSwan's keep_alive, default 20s).
+        let nat_keepalive = nonzero(
+            duration(&ctx, &format!("{p}.nat_keepalive"), &c.nat_keepalive)?,
+            Some(fs_ike::config::DEFAULT_NAT_KEEPALIVE),
+        );
+        let life_time = nonzero(
+            duration(&ctx, &format!("{p}.life_time"), &c.life_time)?,
+            None,
+        );
+        let rand_time = duration(&ctx, &format!("{p}.rand_time"), &c.rand_time)?;
+        if let (Some(r), Some(l)) = (rekey_time, life_time) {
+            if r >= l {
+                return Err(ctx.err(format!("{p}.rekey_time"), "must be less than life_time"));
+            }
+        }
         if dpd_action != DpdAction::Clear && remote_addrs.is_empty() {
             return Err(ctx.err(
                 format!("{p}.dpd_action"),
@@ -649,6 +673,31 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 duration(&ctx, &format!("{cp}.rekey_time"), &ch.rekey_time)?,
                 Some(Duration::from_secs(3600)),
             );
+            let life_time = nonzero(
+                duration(&ctx, &format!("{cp}.life_time"), &ch.life_time)?,
+                None,
+            );
+            let rand_time = duration(&ctx, &format!("{cp}.rand_time"), &ch.rand_time)?;
+            let (rekey_bytes, life_bytes) =
+                (ch.rekey_bytes.unwrap_or(0), ch.life_bytes.unwrap_or(0));
+            let (rekey_packets, life_packets) =
+                (ch.rekey_packets.unwrap_or(0), ch.life_packets.unwrap_or(0));
+            for (what, soft, hard) in [
+                ("bytes", rekey_bytes, life_bytes),
+                ("packets", rekey_packets, life_packets),
+            ] {
+                if soft != 0 && hard != 0 && soft >= hard {
+                    return Err(ctx.err(
+                        format!("{cp}.rekey_{what}"),
+                        format!("must be less than life_{what} ({soft} >= {hard})"),
+                    ));
+                }
+            }
+            if let (Some(r), Some(l)) = (rekey, life_time) {
+                if r >= l {
+                    return Err(ctx.err(format!("{cp}.rekey_time"), "must be less than life_time"));
+                }
+            }
             children.push(ChildConfig {
                 name: chname.clone(),
                 local_ts,
@@ -658,6 +707,12 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 start_action,
                 replay_window,
                 rekey_time: rekey,
+                life_time,
+                rand_time,
+                rekey_bytes,
+                rekey_packets,
+                life_bytes,
+                life_packets,
             });
         }
         if children.is_empty() {
@@ -680,6 +735,9 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             dpd_action,
             fragmentation: c.fragmentation.unwrap_or(true),
             fragment_size,
+            nat_keepalive,
+            life_time,
+            rand_time,
         });
     }
     // [limits]
@@ -796,6 +854,61 @@ secret = "wrong"
             let c = load(&dir.join(f)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.ike.connections[0].psk.len(), 33);
         }
+    }
+
+    #[test]
+    fn nat_and_volume_lifetimes() {
+        let c = p(GOOD).unwrap();
+        let s = &c.ike.connections[0];
+        assert_eq!(s.nat_keepalive, Some(Duration::from_secs(20)));
+        assert_eq!((s.life_time, s.rand_time), (None, None));
+        let ch = &s.children[0];
+        assert_eq!(
+            (
+                ch.rekey_bytes,
+                ch.rekey_packets,
+                ch.life_bytes,
+                ch.life_packets
+            ),
+            (0, 0, 0, 0)
+        );
+        let c = p(&GOOD
+            .replace(
+                "dpd_delay = 0",
+                "dpd_delay = 0\nnat_keepalive = \"3s\"\nlife_time = \"5h\"\nrand_time = \"10m\"",
+            )
+            .replace(
+                "start_action = \"trap\"",
+                "start_action = \"trap\"\n  rekey_bytes = 1000000\n  life_bytes = 2000000\n  rekey_packets = 1000\n  life_packets = 2000\n  life_time = \"2h\"\n  rand_time = \"1m\"",
+            ))
+        .unwrap();
+        let s = &c.ike.connections[0];
+        assert_eq!(s.nat_keepalive, Some(Duration::from_secs(3)));
+        assert_eq!(s.life_time, Some(Duration::from_secs(5 * 3600)));
+        assert_eq!(s.rand_time, Some(Duration::from_secs(600)));
+        let ch = &s.children[0];
+        assert_eq!(
+            (
+                ch.rekey_bytes,
+                ch.life_bytes,
+                ch.rekey_packets,
+                ch.life_packets
+            ),
+            (1_000_000, 2_000_000, 1000, 2000)
+        );
+        assert_eq!(ch.life_time, Some(Duration::from_secs(7200)));
+        assert_eq!(ch.rand_time, Some(Duration::from_secs(60)));
+        let c = p(&GOOD.replace("dpd_delay = 0", "dpd_delay = 0\nnat_keepalive = 0")).unwrap();
+        assert_eq!(c.ike.connections[0].nat_keepalive, None);
+        assert!(err(&GOOD.replace(
+            "start_action = \"trap\"",
+            "start_action = \"trap\"\n  rekey_bytes = 10\n  life_bytes = 5"
+        ))
+        .contains("children.net.rekey_bytes: must be less than life_bytes"));
+        assert!(
+            err(&GOOD.replace("dpd_delay = 0", "dpd_delay = 0\nlife_time = \"1m\""))
+                .contains("connections.s2s.rekey_time: must be less than life_time")
+        );
     }
 
     #[test]

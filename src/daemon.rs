@@ -55,7 +55,7 @@ struct InstalledChild {
     /// Outbound policy held back (we answered the rekey): installed once the new SA carries
     /// inbound traffic or the SA it replaces is removed.
     pending_out: Option<Policy>,
-    /// Inbound packets at the last activity poll (feeds DPD via `note_child_activity`).
+    /// Inbound packets at the last activity poll (switches a held-back outbound policy).
     last_packets_in: u64,
 }
 
@@ -566,6 +566,14 @@ impl Daemon {
                 self.complete_ups();
             }
             Event::ChildSaInstalled(c) => self.install_child(*c),
+            Event::PeerEndpointChanged {
+                ike_sa,
+                conn,
+                remote,
+            } => {
+                debug!("IKE_SA {conn}[{ike_sa}]: peer moved to {remote}, updating CHILD_SAs");
+                self.peer_moved(ike_sa, remote);
+            }
             Event::ChildSaFailed {
                 ike_sa,
                 conn,
@@ -736,9 +744,10 @@ impl Daemon {
         // before answering); as responder we keep sending on the old SA until the peer shows
         // it has the new one (traffic on it) or the old one is removed.
         let hold = c.rekey_responder
-            && self.installed.iter().any(|o| {
-                o.ike_sa == c.ike_sa && o.child == c.child && o.pending_out.is_none()
-            });
+            && self
+                .installed
+                .iter()
+                .any(|o| o.ike_sa == c.ike_sa && o.child == c.child && o.pending_out.is_none());
         let pending_out = if hold {
             self.dp.tables().install_inbound(entry);
             debug!(
@@ -828,17 +837,23 @@ impl Daemon {
         if full {
             self.last_activity_poll = now;
         }
-        let mut active = Vec::new();
+        let mut counters = Vec::new();
         for c in self.installed.iter_mut() {
             if !full && c.pending_out.is_none() {
                 continue;
+            }
+            if full {
+                // Lifetimes by volume / sequence number, DPD and NAT-keepalive activity.
+                counters.push((
+                    c.spi_in,
+                    child_counters(self.dp.tables(), c.spi_in, c.spi_out),
+                ));
             }
             let Some(p) = self.dp.tables().inbound_packets(c.spi_in) else {
                 continue;
             };
             if p > c.last_packets_in {
                 c.last_packets_in = p;
-                active.push(c.spi_in);
                 if let Some(pol) = c.pending_out.take() {
                     debug!(
                         "CHILD_SA {}{{{}}}: peer uses {:08x}_i, outbound switched to {:08x}_o",
@@ -848,8 +863,18 @@ impl Daemon {
                 }
             }
         }
-        for spi in active {
-            self.endpoint.note_child_activity(spi, now);
+        for (spi, c) in counters {
+            self.endpoint.note_child_counters(now, spi, c);
+        }
+    }
+
+    /// NAT rebinding: the outbound ESP of every CHILD_SA of `ike_sa` goes to `remote` now.
+    fn peer_moved(&mut self, ike_sa: u64, remote: SocketAddr) {
+        for c in self.installed.iter_mut().filter(|c| c.ike_sa == ike_sa) {
+            if let Some(PolicyAction::Protect(e)) = c.pending_out.as_mut().map(|p| &mut p.action) {
+                e.remote = remote;
+            }
+            self.dp.tables().set_outbound_remote(c.spi_out, remote);
         }
     }
 
@@ -930,10 +955,92 @@ impl Daemon {
     }
 }
 
+/// The data-plane counters of one CHILD_SA for [`Endpoint::note_child_counters`] (the
+/// outbound side is absent while its policy is held back after a rekey we answered).
+fn child_counters(
+    tables: &fs_dataplane::Tables,
+    spi_in: u32,
+    spi_out: u32,
+) -> fs_ike::ChildCounters {
+    let (i, o) = tables.sa_counters(spi_in, spi_out);
+    let (i, o) = (i.unwrap_or_default(), o.unwrap_or_default());
+    fs_ike::ChildCounters {
+        bytes_in: i.bytes,
+        packets_in: i.packets,
+        bytes_out: o.bytes,
+        packets_out: o.packets,
+        seq_out: tables.outbound_seq(spi_out).unwrap_or(0),
+    }
+}
+
 /// A pending request not yet tied to an IKE SA matches any; otherwise only its own.
 fn same_sa(pending: Option<u64>, ike_sa: u64) -> bool {
     match pending {
         None => true,
         Some(id) => id == ike_sa,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_dataplane::Tables;
+
+    fn sa_cfg(spi: u32) -> fs_esp::SaConfig {
+        fs_esp::SaConfig {
+            spi,
+            encr: fs_crypto::EncrAlg::AesGcm16_256,
+            integ: None,
+            encr_key: vec![7; 36],
+            integ_key: vec![],
+            mode: fs_esp::Mode::Tunnel,
+            replay_window: 32,
+            esn: false,
+        }
+    }
+
+    /// The counters the daemon feeds to fs-ike, with an outbound sequence number close to the
+    /// 32-bit wrap (fs-ike's simulation tests check that this starts a rekey).
+    #[test]
+    fn child_counters_report_outbound_seq() {
+        let t = Tables::new();
+        let l: fs_wire::ts::TrafficSelector = "10.1.0.0/16".parse().unwrap();
+        let r: fs_wire::ts::TrafficSelector = "10.2.0.0/16".parse().unwrap();
+        let out = Arc::new(fs_esp::OutboundSa::new(&sa_cfg(0x200)).unwrap());
+        let near = (1u64 << 32) - fs_ike::SEQ_REKEY_MARGIN + 5;
+        out.set_seq_for_testing(near);
+        let entry = OutboundEntry {
+            sa: out,
+            local: "1.1.1.1:4500".parse().unwrap(),
+            remote: "2.2.2.2:4500".parse().unwrap(),
+            udp_encap: true,
+        };
+        let inb = InboundEntry {
+            sa: Arc::new(fs_esp::InboundSa::new(&sa_cfg(0x100)).unwrap()),
+            conn: "c".into(),
+            child: "ch".into(),
+            local_ts: vec![l],
+            remote_ts: vec![r],
+        };
+        t.install_child(
+            Policy::new("c", "ch", vec![l], vec![r], PolicyAction::Protect(entry)),
+            inb,
+        );
+        let c = child_counters(&t, 0x100, 0x200);
+        assert_eq!(c.seq_out, near);
+        assert!(c.seq_out >= (1u64 << 32) - fs_ike::SEQ_REKEY_MARGIN);
+        assert_eq!(
+            child_counters(&t, 0x101, 0x201),
+            fs_ike::ChildCounters::default()
+        );
+        // NAT rebinding: the outbound entry follows the peer.
+        let new: SocketAddr = "2.2.2.2:31337".parse().unwrap();
+        assert!(t.set_outbound_remote(0x200, new));
+        assert!(!t.set_outbound_remote(0x999, new));
+        let remote = t.spd().iter().find_map(|p| match &p.action {
+            PolicyAction::Protect(e) => Some(e.remote),
+            _ => None,
+        });
+        assert_eq!(remote, Some(new));
     }
 }

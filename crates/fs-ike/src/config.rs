@@ -89,7 +89,19 @@ pub struct ConnConfig {
     /// Largest IP datagram (IP + UDP headers included, like strongSwan's `fragment_size`) of
     /// an encrypted IKE message before it is split into fragments.
     pub fragment_size: usize,
+    /// NAT keepalive interval (RFC 3948 4): when we are behind a NAT, a 1-byte 0xFF datagram
+    /// goes to the peer's port 4500 if nothing else was sent to it for this long (None = off).
+    pub nat_keepalive: Option<Duration>,
+    /// Hard lifetime of an IKE SA (None: 110% of `rekey_time`, or unlimited without rekeying):
+    /// an IKE SA not rekeyed by then is deleted with its children.
+    pub life_time: Option<Duration>,
+    /// Random jitter subtracted from rekey times (None: up to 10% of the rekey time), like
+    /// strongSwan's `rand_time`.
+    pub rand_time: Option<Duration>,
 }
+
+/// Default [`ConnConfig::nat_keepalive`] (strongSwan's `keep_alive`).
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Default [`ConnConfig::fragment_size`] (strongSwan's default; RFC 7383 2.5.1).
 pub const DEFAULT_FRAGMENT_SIZE: usize = 1280;
@@ -108,6 +120,44 @@ pub struct ChildConfig {
     /// CHILD_SA rekey interval (None = never). The hard lifetime is rekey_time * 1.1: a CHILD_SA
     /// still not replaced by then is deleted.
     pub rekey_time: Option<Duration>,
+    /// Hard lifetime (None: rekey_time * 1.1, or unlimited without rekey_time).
+    pub life_time: Option<Duration>,
+    /// Random jitter subtracted from `rekey_time` (None: up to 10% of it).
+    pub rand_time: Option<Duration>,
+    /// Volume limits, counted per direction (0 = off): rekey (soft) and delete (hard) once
+    /// either direction of the CHILD_SA carried this many bytes / packets. The daemon feeds
+    /// the counters with [`crate::Endpoint::note_child_counters`].
+    pub rekey_bytes: u64,
+    pub rekey_packets: u64,
+    pub life_bytes: u64,
+    pub life_packets: u64,
+}
+
+impl ChildConfig {
+    /// A child with default lifetimes (no rekeying, no limits).
+    pub fn new(
+        name: &str,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        esp_proposals: Vec<EspProposal>,
+    ) -> Self {
+        ChildConfig {
+            name: name.to_string(),
+            local_ts,
+            remote_ts,
+            esp_proposals,
+            mode: fs_esp_mode::Mode::Tunnel,
+            start_action: StartAction::None,
+            replay_window: 1024,
+            rekey_time: None,
+            life_time: None,
+            rand_time: None,
+            rekey_bytes: 0,
+            rekey_packets: 0,
+            life_bytes: 0,
+            life_packets: 0,
+        }
+    }
 }
 
 /// IPsec mode, mirrored here to keep fs-ike independent of the ESP crate.

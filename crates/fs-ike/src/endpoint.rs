@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 /// A datagram to send. `data` is the IKE message; the I/O layer adds the 4-byte non-ESP marker
-/// when either port is 4500.
+/// (RFC 3948 2.2) when either port is 4500 -- except for a NAT-keepalive: a `data` of exactly
+/// one byte `0xFF` on the port 4500 path is sent as is (RFC 3948 2.3), never prefixed. No IKE
+/// message is that short, so the convention is unambiguous.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     pub local: SocketAddr,
@@ -114,6 +116,13 @@ pub enum Event {
         child: String,
         reason: CloseReason,
     },
+    /// The peer of an established IKE SA now sends from `remote` (NAT rebinding, RFC 7296
+    /// 2.23): its CHILD_SAs' outbound ESP must go there too.
+    PeerEndpointChanged {
+        ike_sa: u64,
+        conn: String,
+        remote: SocketAddr,
+    },
 }
 
 /// Errors from commands (not from peer input: peer input never errors, it is dropped/answered).
@@ -127,6 +136,8 @@ pub enum IkeError {
     NoRemoteAddress(String),
     #[error("connection {0:?} has no IKE SA")]
     NotEstablished(String),
+    #[error("no CHILD_SA with inbound SPI {0:08x}")]
+    UnknownChildSa(u32),
 }
 
 /// Status of one CHILD_SA for `ferroswan status` (counters are filled in by the daemon).
@@ -176,7 +187,8 @@ pub struct IkeSaInfo {
     pub child_sas: Vec<ChildSaInfo>,
     /// Seconds until we start rekeying it (None: no rekey scheduled).
     pub rekey_in_secs: Option<u64>,
-    /// Seconds until it is dropped (only for a rekeyed IKE SA waiting for its Delete).
+    /// Seconds until it is dropped (a rekeyed IKE SA waiting for its Delete) or deleted
+    /// (hard `life_time`).
     pub expires_in_secs: Option<u64>,
     /// How many rekeys led to this IKE SA.
     pub rekey_count: u32,
@@ -225,7 +237,37 @@ pub struct IkeStats {
     /// IKE fragments discarded: bad ICV, duplicates, stale, over the caps, expired sets,
     /// fragmentation not negotiated (RFC 7383 2.6).
     pub fragment_drops: u64,
+    /// NAT-keepalives sent (RFC 3948 4).
+    pub nat_keepalives_sent: u64,
+    /// Established IKE SAs that followed the peer to a new address/port (RFC 7296 2.23).
+    pub peer_endpoint_changes: u64,
+    /// IKE_SA_INIT requests from addresses matching no connection (answered statelessly with
+    /// NO_PROPOSAL_CHOSEN, no event).
+    pub init_no_match: u64,
+    /// Duplicate IKE SAs from simultaneous initiation, deleted (the one with the lowest nonce).
+    pub duplicates_deleted: u64,
+    /// CHILD_SAs rekeyed because of a volume limit or the 32-bit sequence number space.
+    pub volume_rekeys: u64,
 }
+
+/// Traffic counters of one CHILD_SA as the data plane reports them (`note_child_counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildCounters {
+    pub bytes_in: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub packets_out: u64,
+    /// Highest outbound ESP sequence number used.
+    pub seq_out: u64,
+}
+
+/// Without ESN, a CHILD_SA is rekeyed once its outbound sequence number passes
+/// 2^32 - SEQ_REKEY_MARGIN (RFC 4303 3.3.3: the counter MUST NOT cycle; a new SA is needed).
+pub const SEQ_REKEY_MARGIN: u64 = 1 << 24;
+/// ... and deleted once the 32-bit space is exhausted (the data plane cannot send on it).
+pub const SEQ_HARD_LIMIT: u64 = u32::MAX as u64;
+/// At most one info line per this interval about IKE_SA_INIT requests matching no connection.
+const NO_MATCH_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 const NONCE_LEN: usize = 32;
 const IKE_PORT: u16 = 500;
@@ -351,6 +393,10 @@ struct InstalledChild {
     /// Hard lifetime: deleted at this time if still there.
     expire_at: Option<Instant>,
     rekey_count: u32,
+    /// Last counters reported by the data plane.
+    counters: ChildCounters,
+    /// A volume/sequence rekey was started (at most once per SA).
+    volume_rekey: bool,
 }
 
 struct IkeSa {
@@ -403,6 +449,13 @@ struct IkeSa {
     rekey_count: u32,
     /// IKE fragmentation (RFC 7383): negotiation, reassembly, fragmented response cache.
     frag: FragState,
+    /// When we created it (sent or received its IKE_SA_INIT request).
+    created_at: Instant,
+    /// Last datagram we sent to the peer (IKE or, via `note_child_counters`, ESP): NAT
+    /// keepalives are only needed after this much silence.
+    last_tx: Instant,
+    /// Hard lifetime of the IKE SA (`ConnConfig::life_time`).
+    expire_at: Option<Instant>,
 }
 
 impl IkeSa {
@@ -431,6 +484,13 @@ impl IkeSa {
             && self.to_create.is_empty())
         .then(|| self.last_rx + d)
     }
+    /// Next NAT keepalive (RFC 3948 4): only the side behind the NAT sends them, on the
+    /// port 4500 path, when nothing else went to the peer for `nat_keepalive`.
+    fn keepalive_due(&self) -> Option<Instant> {
+        let d = self.conn.nat_keepalive?;
+        (self.active() && self.nat_local && self.local.port() == NATT_PORT)
+            .then(|| self.last_tx + d)
+    }
     fn deadline(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
         t.extend(self.pending.as_ref().map(|p| p.deadline));
@@ -440,6 +500,8 @@ impl IkeSa {
             t.extend(self.rekey_at);
             t.extend(self.delayed.iter().map(|d| d.0));
             t.extend(self.dpd_due());
+            t.extend(self.keepalive_due());
+            t.extend(self.expire_at);
         }
         if self.state == State::Established && !self.superseded {
             for c in &self.children {
@@ -661,6 +723,9 @@ pub struct Endpoint {
     stats: IkeStats,
     /// COOKIE secrets and the half-open table (`Config::limits`).
     dos: DosGuard,
+    /// Rate limit of the "matches no connection" info line: last logged, and not yet logged.
+    no_match_logged: Option<Instant>,
+    no_match_unlogged: u64,
 }
 
 impl Endpoint {
@@ -676,6 +741,8 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: IkeStats::default(),
             dos: DosGuard::default(),
+            no_match_logged: None,
+            no_match_unlogged: 0,
         }
     }
     /// Replace the configuration (existing SAs are kept).
@@ -904,6 +971,9 @@ impl Endpoint {
             last_rx: now,
             rekey_count: 0,
             frag: FragState::new(false),
+            created_at: now,
+            last_tx: now,
+            expire_at: None,
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
@@ -1057,7 +1127,7 @@ impl Endpoint {
                     .established_at
                     .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
                 rekey_in_secs: secs(sa.rekey_at),
-                expires_in_secs: secs(sa.superseded_deadline),
+                expires_in_secs: secs(sa.superseded_deadline.or(sa.expire_at)),
                 rekey_count: sa.rekey_count,
                 child_sas: sa
                     .children
@@ -1102,15 +1172,138 @@ impl Endpoint {
         }
     }
 
+    /// The data plane's counters of the CHILD_SA with inbound SPI `spi_in` (the daemon polls
+    /// them about once a second). Inbound traffic postpones DPD, outbound traffic postpones
+    /// NAT keepalives, and the volume limits are enforced: `rekey_bytes`/`rekey_packets` and,
+    /// without ESN, an outbound sequence number past 2^32 - [`SEQ_REKEY_MARGIN`] start a rekey
+    /// (RFC 4303 3.3.3: the sequence number MUST NOT cycle); `life_bytes`/`life_packets` and
+    /// [`SEQ_HARD_LIMIT`] delete the SA.
+    pub fn note_child_counters(&mut self, now: Instant, spi_in: u32, c: ChildCounters) {
+        let Some(spi) = self
+            .sas
+            .iter()
+            .find(|(_, s)| s.child_by_in(spi_in).is_some())
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let Some(mut sa) = self.sas.remove(&spi) else {
+            return;
+        };
+        if let Some(i) = sa.child_by_in(spi_in) {
+            self.child_counters(&mut sa, now, i, c);
+        }
+        self.finish(sa, Outcome::Keep, now);
+    }
+
+    fn child_counters(&mut self, sa: &mut IkeSa, now: Instant, i: usize, c: ChildCounters) {
+        let Some(ch) = sa.children.get_mut(i) else {
+            return;
+        };
+        if c.packets_in > ch.counters.packets_in {
+            sa.last_rx = sa.last_rx.max(now);
+        }
+        if c.packets_out > ch.counters.packets_out {
+            sa.last_tx = sa.last_tx.max(now);
+        }
+        ch.counters = c;
+        let Some(cfg) = sa.conn.children.iter().find(|x| x.name == ch.sa.child) else {
+            return;
+        };
+        let (bytes, packets) = (c.bytes_in.max(c.bytes_out), c.packets_in.max(c.packets_out));
+        let over = |limit: u64, v: u64| limit != 0 && v >= limit;
+        let seq_soft = !ch.sa.esn && c.seq_out >= (1u64 << 32) - SEQ_REKEY_MARGIN;
+        let seq_hard = !ch.sa.esn && c.seq_out >= SEQ_HARD_LIMIT;
+        if over(cfg.life_bytes, bytes) || over(cfg.life_packets, packets) || seq_hard {
+            info!(
+                "CHILD_SA {}{{{}}} {:08x}_i hard volume limit reached ({bytes} bytes, {packets} packets, seq {}), deleting",
+                ch.sa.conn, ch.sa.child, ch.sa.inbound.spi, c.seq_out
+            );
+            self.expire_child(sa, i);
+            return;
+        }
+        let soft = over(cfg.rekey_bytes, bytes) || over(cfg.rekey_packets, packets) || seq_soft;
+        if soft && !ch.volume_rekey && ch.state == ChildState::Installed {
+            ch.volume_rekey = true;
+            ch.rekey_at = None;
+            info!(
+                "CHILD_SA {}{{{}}} {:08x}_i soft volume limit reached ({bytes} bytes, {packets} packets, seq {}), rekeying",
+                ch.sa.conn, ch.sa.child, ch.sa.inbound.spi, c.seq_out
+            );
+            self.stats.volume_rekeys += 1;
+            let t = Task::RekeyChild(ch.sa.inbound.spi);
+            if !sa.tasks.contains(&t) {
+                sa.tasks.push_back(t);
+            }
+        }
+    }
+
+    /// Rekey the CHILD_SA with inbound SPI `spi_in` now.
+    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+        self.with_child(now, spi_in, |sa, i| {
+            if let Some(c) = sa.children.get_mut(i) {
+                if c.state == ChildState::Installed {
+                    c.rekey_at = None;
+                    let t = Task::RekeyChild(c.sa.inbound.spi);
+                    if !sa.tasks.contains(&t) {
+                        sa.tasks.push_back(t);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Delete the CHILD_SA with inbound SPI `spi_in` (INFORMATIONAL Delete; removed when the
+    /// peer answers, or with the IKE SA).
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+        self.with_child(now, spi_in, |sa, i| {
+            if sa
+                .children
+                .get(i)
+                .is_some_and(|c| c.state != ChildState::Deleting)
+            {
+                let t = Task::DeleteChild(spi_in);
+                if !sa.tasks.contains(&t) {
+                    sa.tasks.push_back(t);
+                }
+            }
+        })
+    }
+
+    fn with_child(
+        &mut self,
+        now: Instant,
+        spi_in: u32,
+        f: impl FnOnce(&mut IkeSa, usize),
+    ) -> Result<(), IkeError> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, s)| s.state == State::Established && s.child_by_in(spi_in).is_some())
+            .map(|(k, _)| *k)
+            .ok_or(IkeError::UnknownChildSa(spi_in))?;
+        let mut sa = self
+            .sas
+            .remove(&spi)
+            .ok_or(IkeError::UnknownChildSa(spi_in))?;
+        if let Some(i) = sa.child_by_in(spi_in) {
+            f(&mut sa, i);
+        }
+        self.finish(sa, Outcome::Keep, now);
+        Ok(())
+    }
+
     // ---------------------------------------------------------------------------------------
     // SA bookkeeping
 
-    /// `d` minus up to 10% at random (spreads rekeys so both peers rarely start together).
-    fn jittered(&mut self, d: Duration) -> Duration {
+    /// `d` minus a random jitter of up to `rand` (default 10% of `d`; spreads rekeys so both
+    /// peers rarely start together), like strongSwan's `rand_time`.
+    fn jittered(&mut self, d: Duration, rand: Option<Duration>) -> Duration {
         let mut b = [0u8; 8];
         self.rng.fill(&mut b);
         let f = (u64::from_be_bytes(b) % 1_000_001) as f64 / 1_000_000.0;
-        d.saturating_sub(d.mul_f64(0.1 * f))
+        let max = rand.unwrap_or_else(|| d.mul_f64(0.1)).min(d);
+        d.saturating_sub(max.mul_f64(f))
     }
 
     /// RETRY_DELAY plus up to as much again at random.
@@ -1184,6 +1377,11 @@ impl Endpoint {
         match outcome {
             Outcome::Keep => {
                 self.kick(&mut sa, now);
+                // Anything queued for the peer in this call counts as traffic (NAT keepalive
+                // timer; the queue only holds this call's datagrams).
+                if self.transmits.iter().any(|t| t.remote == sa.remote) {
+                    sa.last_tx = sa.last_tx.max(now);
+                }
                 self.sas.insert(sa.our_spi(), sa);
             }
             Outcome::Close(reason) => {
@@ -1538,18 +1736,21 @@ impl Endpoint {
             .map(|(i, _)| i)
             .collect();
         for i in expired.into_iter().rev() {
-            let spi = sa.children.get(i).map(|c| c.sa.inbound.spi);
             info!("CHILD_SA of IKE_SA {}[{}] expired", sa.conn.name, sa.id);
-            let deleting = sa
-                .children
-                .get(i)
-                .is_some_and(|c| c.state == ChildState::Deleting);
-            self.remove_child(sa, i);
-            if let (Some(spi), false) = (spi, deleting) {
-                sa.tasks.push_back(Task::DeleteChild(spi));
-            }
+            self.expire_child(sa, i);
         }
         if !sa.active() {
+            return;
+        }
+        if sa.expire_at.is_some_and(|t| t <= now) {
+            // Hard lifetime of the IKE SA (not replaced by a rekey in time).
+            info!(
+                "IKE_SA {}[{}] lifetime expired, deleting",
+                sa.conn.name, sa.id
+            );
+            sa.expire_at = None;
+            sa.delete_queued = true;
+            sa.to_create.clear();
             return;
         }
         if sa.rekey_at.is_some_and(|t| t <= now) {
@@ -1591,6 +1792,21 @@ impl Endpoint {
             // RFC 7296 1.4: an empty INFORMATIONAL request checks liveness.
             sa.last_rx = now;
             sa.tasks.push_back(Task::Dpd);
+        }
+        if sa.keepalive_due().is_some_and(|t| t <= now) {
+            sa.last_tx = now;
+            // A request about to go out (`kick`) refreshes the mapping just as well.
+            let request_now =
+                sa.pending.is_none() && !(sa.tasks.is_empty() && sa.to_create.is_empty());
+            if !request_now {
+                // RFC 3948 4: a single 0xFF octet keeps the NAT mapping alive.
+                self.stats.nat_keepalives_sent += 1;
+                debug!(
+                    "IKE_SA {}[{}]: sending NAT keepalive to {}",
+                    sa.conn.name, sa.id, sa.remote
+                );
+                self.transmit(sa.local, sa.remote, vec![0xFF]);
+            }
         }
     }
 
@@ -2000,6 +2216,26 @@ impl Endpoint {
                 addr_ok(&c.local_addrs, local.ip()) && addr_ok(&c.remote_addrs, remote.ip())
             })
             .collect();
+        if conns.is_empty() {
+            // No connection for this address pair: a stateless answer, no SA, no event, and
+            // at most one info line per NO_MATCH_LOG_INTERVAL (a flood must not flood the log).
+            self.stats.init_no_match += 1;
+            self.no_match_unlogged += 1;
+            debug!(%remote, %local, "IKE_SA_INIT matches no connection: NO_PROPOSAL_CHOSEN");
+            if self
+                .no_match_logged
+                .is_none_or(|t| now.saturating_duration_since(t) >= NO_MATCH_LOG_INTERVAL)
+            {
+                info!(
+                    "IKE_SA_INIT from {remote} to {local} matches no connection ({} such request(s) since the last report), answered NO_PROPOSAL_CHOSEN",
+                    self.no_match_unlogged
+                );
+                self.no_match_logged = Some(now);
+                self.no_match_unlogged = 0;
+            }
+            self.respond_init_notify(h, local, remote, nt::NO_PROPOSAL_CHOSEN, Vec::new());
+            return;
+        }
         // Prefer a selection whose group is the one the initiator already sent a KE for (saves
         // an INVALID_KE_PAYLOAD round trip, like strongSwan); else our normal preference.
         let chosen = conns.iter().find_map(|c| {
@@ -2175,6 +2411,9 @@ impl Endpoint {
             last_rx: now,
             rekey_count: 0,
             frag: FragState::new(frag_ok),
+            created_at: now,
+            last_tx: now,
+            expire_at: None,
         };
         self.init_index.insert((remote, spi_i), spi_r);
         self.sas.insert(spi_r, sa);
@@ -2360,11 +2599,48 @@ impl Endpoint {
         }
     }
 
-    /// Follow the peer's address after NAT-T floating (RFC 7296 2.23).
-    fn update_addrs(sa: &mut IkeSa, local: SocketAddr, remote: SocketAddr) {
-        if sa.nat_any() || (remote.port() == NATT_PORT && sa.remote.port() == IKE_PORT) {
-            sa.local = local;
-            sa.remote = remote;
+    /// Follow the peer's address (RFC 7296 2.23), on authenticated messages only: after
+    /// NAT-T floating to port 4500, and when a NAT rebinds the peer's mapping. "The host that
+    /// is not behind a NAT SHOULD send all packets ... to the IP address and port received
+    /// from the last valid authenticated packet"; a host behind a NAT SHOULD NOT (DoS), unless
+    /// it is the responder (a static NAT in front of it, like strongSwan assumes).
+    fn update_addrs(&mut self, sa: &mut IkeSa, local: SocketAddr, remote: SocketAddr) {
+        if sa.local == local && sa.remote == remote {
+            return;
+        }
+        let float = remote.port() == NATT_PORT && sa.remote.port() == IKE_PORT;
+        let established = matches!(sa.state, State::Established | State::Deleting);
+        let follow = if established {
+            float || (sa.nat_remote && (!sa.nat_local || !sa.initiator))
+        } else {
+            float || sa.nat_any()
+        };
+        if !follow {
+            return;
+        }
+        let old = sa.remote;
+        sa.local = local;
+        sa.remote = remote;
+        if let Some(p) = sa.pending.as_mut() {
+            // Retransmissions follow too.
+            p.local = local;
+            p.remote = remote;
+        }
+        for c in &mut sa.children {
+            c.sa.local = local;
+            c.sa.remote = remote;
+        }
+        if established && old != remote {
+            info!(
+                "IKE_SA {}[{}]: peer moved from {old} to {remote} (NAT rebinding)",
+                sa.conn.name, sa.id
+            );
+            self.stats.peer_endpoint_changes += 1;
+            self.events.push_back(Event::PeerEndpointChanged {
+                ike_sa: sa.id,
+                conn: sa.conn.name.clone(),
+                remote,
+            });
         }
     }
 
@@ -2388,6 +2664,9 @@ impl Endpoint {
                 // A retransmitted request: verify it, then resend the cached answer (2.1).
                 let resp = resp.clone();
                 if self.open(sa, data, msg, remote).is_some() {
+                    // The retransmission may come through a new NAT mapping: answer there.
+                    sa.last_rx = now;
+                    self.update_addrs(sa, local, remote);
                     self.resend_response(sa, mid, resp);
                 }
                 return Outcome::Keep;
@@ -2410,7 +2689,7 @@ impl Endpoint {
             return Outcome::Keep;
         };
         sa.last_rx = now;
-        Self::update_addrs(sa, local, remote);
+        self.update_addrs(sa, local, remote);
         let exch = msg.header.exchange;
         if let Some(ptype) = critical_unknown(&payloads) {
             // RFC 7296 2.5: reject the whole message.
@@ -2462,8 +2741,9 @@ impl Endpoint {
         sa.half_open_deadline = None;
         sa.last_rx = now;
         if let Some(d) = sa.conn.rekey_time {
-            sa.rekey_at = now.checked_add(self.jittered(d));
+            sa.rekey_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
         }
+        sa.expire_at = sa.conn.life_time.and_then(|l| now.checked_add(l));
         info!(
             "IKE_SA {}[{}] established between {}[{}]...{}[{}]",
             sa.conn.name,
@@ -2479,6 +2759,67 @@ impl Endpoint {
             local: sa.local,
             remote: sa.remote,
         });
+    }
+
+    /// Simultaneous IKE_SA_INIT (both peers initiate the same connection at once) leaves two
+    /// IKE SAs, one initiated by each side, each with its CHILD_SAs. Both peers keep the one
+    /// whose exchange had the highest lowest nonce and delete the other with a Delete exchange
+    /// (like a rekey collision, RFC 7296 2.8.1/2.8.2): both compute the same answer from the
+    /// nonces they share, so they converge on one IKE SA with one CHILD_SA per child. The
+    /// initiator of the survivor creates children only the deleted one had.
+    fn resolve_duplicates(&mut self, sa: &mut IkeSa, now: Instant) {
+        let Some(pid) = sa.remote_identity.clone() else {
+            return;
+        };
+        if sa.rekey_count != 0 {
+            return;
+        }
+        let window = total_rto(&sa.conn.retransmit);
+        let dup = self
+            .sas
+            .iter()
+            .filter(|(_, o)| {
+                o.conn.name == sa.conn.name
+                    && o.active()
+                    && !o.adopt_pending
+                    && o.rekey_count == 0
+                    && o.initiator != sa.initiator
+                    && o.remote_identity.as_ref() == Some(&pid)
+                    && o.established_at
+                        .is_some_and(|t| now.saturating_duration_since(t) <= window)
+            })
+            .map(|(k, _)| *k)
+            .min();
+        let Some(mut o) = dup.and_then(|k| self.sas.remove(&k)) else {
+            return;
+        };
+        self.stats.duplicates_deleted += 1;
+        let key = |x: &IkeSa| lowest(&x.ni, &x.nr);
+        let sa_loses = key(sa) < key(&o);
+        let (winner, loser) = if sa_loses {
+            (&mut o, &mut *sa)
+        } else {
+            (&mut *sa, &mut o)
+        };
+        info!(
+            "IKE_SA {}[{}] duplicates IKE_SA {}[{}] (simultaneous initiation), deleting it",
+            loser.conn.name, loser.id, winner.conn.name, winner.id
+        );
+        if winner.initiator {
+            let mut names: Vec<String> =
+                loser.children.iter().map(|c| c.sa.child.clone()).collect();
+            names.extend(loser.to_create.iter().cloned());
+            for n in names {
+                if !winner.has_child(&n) {
+                    winner.to_create.push_back(n);
+                }
+            }
+        }
+        loser.to_create.clear();
+        loser.tasks.clear();
+        loser.delayed.clear();
+        loser.delete_queued = true;
+        self.finish(o, Outcome::Keep, now);
     }
 
     fn on_auth_request(
@@ -2594,11 +2935,19 @@ impl Endpoint {
         if let Some(c) = install {
             self.install_child(sa, now, c);
         }
+        self.resolve_duplicates(sa, now);
         Outcome::Keep
     }
 
     /// INITIAL_CONTACT (RFC 7296 2.4): the peer has no state from before; delete, locally and
     /// without exchanges, all other IKE SAs of this connection with the same remote identity.
+    ///
+    /// Except an IKE SA we initiated that became established only after `sa`'s IKE_SA_INIT
+    /// arrived: the peer sends INITIAL_CONTACT when it has no established IKE SA at the time
+    /// it sends IKE_AUTH, and it established ours before we did, so such an SA is not stale but
+    /// the other half of a simultaneous initiation (both sides sent INITIAL_CONTACT). Deleting
+    /// it locally would leave the peer with CHILD_SAs we no longer have; duplicates are
+    /// resolved by `resolve_duplicates` instead, with Delete exchanges.
     fn initial_contact(&mut self, sa: &IkeSa, peer_id: &Identity) {
         let mut old: Vec<u64> = self
             .sas
@@ -2607,6 +2956,9 @@ impl Endpoint {
                 s.conn.name == sa.conn.name
                     && s.remote_identity.as_ref() == Some(peer_id)
                     && s.id != sa.id
+                    && !(s.initiator
+                        && s.rekey_count == 0
+                        && s.established_at.is_none_or(|t| t >= sa.created_at))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -2790,21 +3142,15 @@ impl Endpoint {
         );
         self.events
             .push_back(Event::ChildSaInstalled(Box::new(child.clone())));
-        let rekey = sa
-            .conn
-            .children
-            .iter()
-            .find(|c| c.name == child.child)
-            .and_then(|c| c.rekey_time);
-        let (rekey_at, expire_at) = match rekey {
-            Some(d) => (
-                now.checked_add(self.jittered(d)),
-                Duration::try_from_secs_f64(d.as_secs_f64() * 1.1)
-                    .ok()
-                    .and_then(|h| now.checked_add(h)),
-            ),
-            None => (None, None),
-        };
+        let cfg = sa.conn.children.iter().find(|c| c.name == child.child);
+        let (rekey, life, rand) = cfg.map_or((None, None, None), |c| {
+            (c.rekey_time, c.life_time, c.rand_time)
+        });
+        let rekey_at = rekey.and_then(|d| now.checked_add(self.jittered(d, rand)));
+        // Hard lifetime: life_time, else rekey_time * 1.1 (strongSwan's default margin).
+        let expire_at = life
+            .or_else(|| rekey.and_then(|d| Duration::try_from_secs_f64(d.as_secs_f64() * 1.1).ok()))
+            .and_then(|h| now.checked_add(h));
         sa.children.push(InstalledChild {
             sa: child,
             established: now,
@@ -2812,6 +3158,8 @@ impl Endpoint {
             rekey_at,
             expire_at,
             rekey_count: 0,
+            counters: ChildCounters::default(),
+            volume_rekey: false,
         });
     }
 
@@ -3155,6 +3503,9 @@ impl Endpoint {
             rekey_count: old.rekey_count + 1,
             // RFC 7383 2.3: negotiated in IKE_SA_INIT; the rekeyed IKE SA keeps it.
             frag: FragState::new(old.frag.negotiated),
+            created_at: old.created_at,
+            last_tx: now,
+            expire_at: None,
         })
     }
 
@@ -3175,8 +3526,9 @@ impl Endpoint {
         new.delayed.retain(|t| t.1 != Task::RekeyIke);
         new.last_rx = now;
         if let Some(d) = new.conn.rekey_time {
-            new.rekey_at = now.checked_add(self.jittered(d));
+            new.rekey_at = now.checked_add(self.jittered(d, new.conn.rand_time));
         }
+        new.expire_at = new.conn.life_time.and_then(|l| now.checked_add(l));
         old.superseded = true;
         old.adopt_pending = false;
         old.rekey_at = None;
@@ -3186,6 +3538,17 @@ impl Endpoint {
             new.conn.name, new.id, new.spi_i, new.spi_r
         );
         self.finish(new, Outcome::Keep, now);
+    }
+
+    /// Hard limit reached: remove the CHILD_SA locally now and tell the peer (a Delete is
+    /// still sent, RFC 7296 1.4.1, unless ours is already on its way).
+    fn expire_child(&mut self, sa: &mut IkeSa, i: usize) {
+        let Some(c) = sa.children.get(i) else { return };
+        let (spi, deleting) = (c.sa.inbound.spi, c.state == ChildState::Deleting);
+        self.remove_child(sa, i);
+        if !deleting {
+            sa.tasks.push_back(Task::DeleteChild(spi));
+        }
     }
 
     fn remove_child(&mut self, sa: &mut IkeSa, idx: usize) {
@@ -3302,7 +3665,7 @@ impl Endpoint {
             return Outcome::Keep;
         };
         sa.last_rx = now;
-        Self::update_addrs(sa, local, remote);
+        self.update_addrs(sa, local, remote);
         let Some(pending) = sa.pending.take() else {
             return Outcome::Keep;
         };
@@ -3640,6 +4003,7 @@ impl Endpoint {
             let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
             self.complete_child(sa, now, cp, payloads, &ni, &nr);
         }
+        self.resolve_duplicates(sa, now);
         Outcome::Keep
     }
 

@@ -15,8 +15,8 @@ mod sk;
 
 pub use config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction};
 pub use cookie::Limits;
+pub use endpoint::{ChildCounters, ChildSaInfo, IkeSaInfo, SEQ_HARD_LIMIT, SEQ_REKEY_MARGIN};
 pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
-pub use endpoint::{ChildSaInfo, IkeSaInfo};
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ mod cases;
 mod dos;
 mod frag;
 mod lifecycle;
+mod nat;
 
 pub const A: &str = "100.1.1.1";
 pub const B: &str = "200.2.2.2";
@@ -98,6 +99,12 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
             start_action: StartAction::None,
             replay_window: 1024,
             rekey_time: None,
+            life_time: None,
+            rand_time: None,
+            rekey_bytes: 0,
+            rekey_packets: 0,
+            life_bytes: 0,
+            life_packets: 0,
         }],
         retransmit: RetransmitConfig::default(),
         force_encap: false,
@@ -106,6 +113,9 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         dpd_action: Default::default(),
         fragmentation: true,
         fragment_size: crate::config::DEFAULT_FRAGMENT_SIZE,
+        nat_keepalive: Some(crate::config::DEFAULT_NAT_KEEPALIVE),
+        life_time: None,
+        rand_time: None,
     }
 }
 
@@ -184,9 +194,50 @@ pub struct Sim {
     pub drop_first: usize,
     /// Drop everything sent by node i.
     pub blackhole: [bool; 2],
+    /// A NAPT in front of node 0 (see [`Nat`]).
+    pub nat: Option<Nat>,
+    /// NAT keepalives (1-byte 0xFF datagrams) that reached node i (not given to its endpoint,
+    /// like the data plane does).
+    pub keepalives_rx: [usize; 2],
     inflight: Vec<(Instant, u64, usize, Transmit)>,
     seq: u64,
     dropped: usize,
+}
+
+/// A NAPT in front of node 0: its datagrams leave from `public` with a port allocated per
+/// private source address/port (from `next_port` on); replies to unmapped ports are dropped.
+pub struct Nat {
+    pub public: IpAddr,
+    pub next_port: u16,
+    pub map: Vec<(SocketAddr, SocketAddr)>,
+}
+
+impl Nat {
+    pub fn new(public: &str) -> Nat {
+        Nat {
+            public: public.parse().unwrap(),
+            next_port: 1024,
+            map: vec![],
+        }
+    }
+    fn outbound(&mut self, private: SocketAddr) -> SocketAddr {
+        if let Some(m) = self.map.iter().find(|m| m.0 == private) {
+            return m.1;
+        }
+        let public = SocketAddr::new(self.public, self.next_port);
+        self.next_port += 1;
+        self.map.push((private, public));
+        public
+    }
+    fn inbound(&self, public: SocketAddr) -> Option<SocketAddr> {
+        self.map.iter().find(|m| m.1 == public).map(|m| m.0)
+    }
+    /// Forget every mapping and allocate from another port range (like a NAT reboot or an
+    /// expired mapping).
+    pub fn rebind(&mut self) {
+        self.map.clear();
+        self.next_port += 1000;
+    }
 }
 
 impl Sim {
@@ -217,6 +268,8 @@ impl Sim {
             jitter_ms: 0,
             drop_first: 0,
             blackhole: [false; 2],
+            nat: None,
+            keepalives_rx: [0; 2],
             inflight: vec![],
             seq: 0,
             dropped: 0,
@@ -230,13 +283,24 @@ impl Sim {
         &mut self.nodes[1]
     }
 
-    fn push(&mut self, from: usize, t: Transmit, at: Instant) {
-        let to = if self.nodes[0].addr == t.remote.ip() {
+    fn push(&mut self, from: usize, mut t: Transmit, at: Instant) {
+        let nat_public = self.nat.as_ref().map(|n| n.public);
+        let to = if self.nodes[0].addr == t.remote.ip() || nat_public == Some(t.remote.ip()) {
             0
         } else {
             1
         };
         assert_ne!(to, from, "datagram to self");
+        if let Some(nat) = self.nat.as_mut() {
+            if from == 0 {
+                t.local = nat.outbound(t.local);
+            } else {
+                match nat.inbound(t.remote) {
+                    Some(p) => t.remote = p,
+                    None => return, // no mapping: dropped by the NAT
+                }
+            }
+        }
         self.seq += 1;
         self.inflight.push((at, self.seq, to, t));
     }
@@ -315,6 +379,10 @@ impl Sim {
             self.inflight = rest;
             due.sort_by_key(|p| (p.0, p.1));
             for (_, _, to, t) in due {
+                if t.data == [0xFF] {
+                    self.keepalives_rx[to] += 1;
+                    continue;
+                }
                 self.nodes[to]
                     .ep
                     .handle_datagram(now, t.remote, t.local, &t.data);
