@@ -120,6 +120,7 @@ struct RawConn {
     retransmit_tries: Option<u32>,
     retransmit_base: Option<f64>,
     rekey_time: Option<RawDuration>,
+    reauth_time: Option<RawDuration>,
     dpd_delay: Option<RawDuration>,
     dpd_action: Option<String>,
     fragmentation: Option<bool>,
@@ -584,8 +585,19 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             None,
         );
         let rand_time = duration(&ctx, &format!("{p}.rand_time"), &c.rand_time)?;
-        if let (Some(r), Some(l)) = (rekey_time, life_time) {
+        // RFC 7296 2.8.3 (strongSwan's reauth_time, default off): when set it replaces the
+        // IKE rekey, so rekey_time only matters without it.
+        let reauth_time = nonzero(
+            duration(&ctx, &format!("{p}.reauth_time"), &c.reauth_time)?,
+            None,
+        );
+        if let (Some(r), Some(l)) = (reauth_time, life_time) {
             if r >= l {
+                return Err(ctx.err(format!("{p}.reauth_time"), "must be less than life_time"));
+            }
+        }
+        if let (Some(r), Some(l)) = (rekey_time, life_time) {
+            if r >= l && reauth_time.is_none() {
                 return Err(ctx.err(format!("{p}.rekey_time"), "must be less than life_time"));
             }
         }
@@ -731,6 +743,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             retransmit: rt,
             force_encap: c.encap,
             rekey_time,
+            reauth_time,
             dpd_delay,
             dpd_action,
             fragmentation: c.fragmentation.unwrap_or(true),
@@ -886,6 +899,18 @@ secret = "wrong"
         assert_eq!(s.nat_keepalive, Some(Duration::from_secs(3)));
         assert_eq!(s.life_time, Some(Duration::from_secs(5 * 3600)));
         assert_eq!(s.rand_time, Some(Duration::from_secs(600)));
+        assert_eq!(s.reauth_time, None);
+        let c = p(&GOOD.replace("dpd_delay = 0", "dpd_delay = 0\nreauth_time = \"20s\"")).unwrap();
+        assert_eq!(
+            c.ike.connections[0].reauth_time,
+            Some(Duration::from_secs(20))
+        );
+        let e = p(&GOOD.replace(
+            "dpd_delay = 0",
+            "dpd_delay = 0\nreauth_time = \"2h\"\nlife_time = \"1h\"",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("reauth_time"), "{e}");
         let ch = &s.children[0];
         assert_eq!(
             (

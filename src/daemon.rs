@@ -6,7 +6,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use fs_dataplane::{
     route, DataPlane, DataPlaneConfig, DpMessage, InboundEntry, OutboundEntry, Policy, PolicyAction,
 };
-use fs_ike::{ChildSa, CloseReason, Endpoint, Event, StartAction};
+use fs_ike::{ChildSa, CloseReason, DpdAction, Endpoint, Event, StartAction};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -565,7 +565,10 @@ impl Daemon {
                 }
                 self.complete_ups();
             }
-            Event::ChildSaInstalled(c) => self.install_child(*c),
+            Event::ChildSaInstalled(c) => {
+                self.set_dpd_trap(&c.conn, Some(&c.child), false);
+                self.install_child(*c)
+            }
             Event::PeerEndpointChanged {
                 ike_sa,
                 conn,
@@ -640,7 +643,11 @@ impl Daemon {
                     r => format!("IKE_SA {conn}[{ike_sa}] failed: {}", reason_str(r)),
                 };
                 debug!("{line}"); // logged by fs-ike
-                                  // Drop any data-plane state the IKE layer may not have removed explicitly.
+                if reason == CloseReason::Timeout {
+                    // dpd_action = trap: the next matching packet re-initiates (acquire).
+                    self.set_dpd_trap(&conn, None, true);
+                }
+                // Drop any data-plane state the IKE layer may not have removed explicitly.
                 let stale: Vec<(u32, u32)> = self
                     .installed
                     .iter()
@@ -805,6 +812,33 @@ impl Daemon {
             p.lines.push(line.clone());
         }
         self.complete_ups();
+    }
+
+    /// `dpd_action = trap` (strongSwan-like): when the peer is found dead, the configured
+    /// policies of the connection's children (which stay: routes remain, packets are dropped,
+    /// never sent in cleartext) become trap policies, so the next matching packet re-initiates
+    /// the connection; once a CHILD_SA is installed again its policy reverts to its
+    /// `start_action` (drop unless `trap`). No-op for other connections.
+    fn set_dpd_trap(&mut self, conn: &str, child: Option<&str>, trap: bool) {
+        let Some(c) = self.cfg.ike.connections.iter().find(|c| c.name == conn) else {
+            return;
+        };
+        if c.dpd_action != DpdAction::Trap {
+            return;
+        }
+        for ch in c
+            .children
+            .iter()
+            .filter(|ch| child.is_none_or(|n| n == ch.name))
+        {
+            let on = trap || ch.start_action == StartAction::Trap;
+            if self.dp.tables().set_config_trap(conn, &ch.name, on) && trap {
+                info!(
+                    "CHILD_SA {conn}{{{}}}: trap policy installed (dpd_action = trap)",
+                    ch.name
+                );
+            }
+        }
     }
 
     /// Install the held-back outbound policy of the newest successor of `ike_sa`/`child`,

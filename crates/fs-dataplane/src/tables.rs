@@ -165,6 +165,23 @@ impl Tables {
         w(&self.spd).push(Policy::new(conn, child, local_ts, remote_ts, action));
     }
 
+    /// Switch the configured (SA-less) policies of `conn`/`child` between trap (acquire on
+    /// match) and drop, e.g. for `dpd_action = trap`. Returns true if one was found.
+    pub fn set_config_trap(&self, conn: &str, child: &str, trap: bool) -> bool {
+        let mut found = false;
+        for p in w(&self.spd).iter_mut() {
+            if p.spi_out().is_none() && p.conn == conn && p.child == child {
+                p.action = if trap {
+                    PolicyAction::Trap
+                } else {
+                    PolicyAction::Drop
+                };
+                found = true;
+            }
+        }
+        found
+    }
+
     /// Install a CHILD_SA: its outbound policy goes first (newest SA wins, so a rekeyed SA
     /// takes over at once) and its inbound SA is keyed by SPI.
     pub fn install_child(&self, policy_out: Policy, inbound: InboundEntry) {

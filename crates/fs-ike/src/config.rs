@@ -77,8 +77,13 @@ pub struct ConnConfig {
     pub retransmit: RetransmitConfig,
     /// Always use UDP encapsulation for ESP (pretend NAT, like strongSwan `encap = yes`).
     pub force_encap: bool,
-    /// IKE SA rekey interval (None = never); 0-10% random jitter is subtracted.
+    /// IKE SA rekey interval (None = never); 0-10% random jitter is subtracted. Ignored when
+    /// `reauth_time` is set: reauthentication replaces the IKE rekey.
     pub rekey_time: Option<Duration>,
+    /// IKE SA reauthentication interval (RFC 7296 2.8.3; None = never), jittered by
+    /// `rand_time`: a new IKE SA (IKE_SA_INIT + IKE_AUTH with the PSK, children re-created)
+    /// is built make-before-break, then the old one is deleted.
+    pub reauth_time: Option<Duration>,
     /// DPD / liveness check after this much inactivity (None = off).
     pub dpd_delay: Option<Duration>,
     /// Action when the peer is found dead (retransmissions exhausted).

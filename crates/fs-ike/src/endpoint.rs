@@ -192,6 +192,8 @@ pub struct IkeSaInfo {
     pub expires_in_secs: Option<u64>,
     /// How many rekeys led to this IKE SA.
     pub rekey_count: u32,
+    /// Seconds until we start reauthenticating it (None: not scheduled).
+    pub reauth_in_secs: Option<u64>,
 }
 
 /// Counters of peer input that was dropped or answered specially (for `ferroswan status`).
@@ -456,6 +458,13 @@ struct IkeSa {
     last_tx: Instant,
     /// Hard lifetime of the IKE SA (`ConnConfig::life_time`).
     expire_at: Option<Instant>,
+    /// Reauthentication due (`ConnConfig::reauth_time`, RFC 7296 2.8.3).
+    reauth_at: Option<Instant>,
+    /// This IKE SA reauthenticates (replaces) the IKE SA with this unique id: once it is
+    /// established with its children, that one is deleted (make-before-break).
+    reauth_of: Option<u64>,
+    /// A reauthentication of this IKE SA is in progress (unique id of the new IKE SA).
+    reauth_by: Option<u64>,
 }
 
 impl IkeSa {
@@ -502,6 +511,7 @@ impl IkeSa {
             t.extend(self.dpd_due());
             t.extend(self.keepalive_due());
             t.extend(self.expire_at);
+            t.extend(self.reauth_at);
         }
         if self.state == State::Established && !self.superseded {
             for c in &self.children {
@@ -890,27 +900,48 @@ impl Endpoint {
             }
             return Ok(());
         }
-        let remote_ip = *cfg
-            .remote_addrs
-            .first()
-            .ok_or_else(|| IkeError::NoRemoteAddress(conn.to_string()))?;
-        let port = if cfg.remote_port == 0 {
-            IKE_PORT
-        } else {
-            cfg.remote_port
+        self.start_sa(now, cfg, wanted, None).map(|_| ())
+    }
+
+    /// A new IKE SA as initiator (IKE_SA_INIT sent) creating `wanted` children; `path` =
+    /// (local, remote) to use instead of the configured addresses (reauthentication).
+    /// Returns its unique id (None if no proposal is usable: IkeSaClosed is queued).
+    fn start_sa(
+        &mut self,
+        now: Instant,
+        cfg: ConnConfig,
+        wanted: Vec<String>,
+        path: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<Option<u64>, IkeError> {
+        let conn = cfg.name.clone();
+        let (local, remote) = match path {
+            Some(p) => p,
+            None => {
+                let remote_ip = *cfg
+                    .remote_addrs
+                    .first()
+                    .ok_or_else(|| IkeError::NoRemoteAddress(conn.clone()))?;
+                let port = if cfg.remote_port == 0 {
+                    IKE_PORT
+                } else {
+                    cfg.remote_port
+                };
+                let local_ip = cfg
+                    .local_addrs
+                    .iter()
+                    .copied()
+                    .find(|a| a.is_ipv6() == remote_ip.is_ipv6())
+                    .unwrap_or(if remote_ip.is_ipv6() {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    });
+                (
+                    SocketAddr::new(local_ip, IKE_PORT),
+                    SocketAddr::new(remote_ip, port),
+                )
+            }
         };
-        let remote = SocketAddr::new(remote_ip, port);
-        let local_ip = cfg
-            .local_addrs
-            .iter()
-            .copied()
-            .find(|a| a.is_ipv6() == remote_ip.is_ipv6())
-            .unwrap_or(if remote_ip.is_ipv6() {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            });
-        let local = SocketAddr::new(local_ip, IKE_PORT);
         let id = self.next_id;
         self.next_id += 1;
         let group = cfg
@@ -925,7 +956,7 @@ impl Endpoint {
                 conn: conn.to_string(),
                 reason: CloseReason::NoProposalChosen { by_peer: false },
             });
-            return Ok(());
+            return Ok(None);
         };
         let spi_i = self.alloc_spi();
         let mut ni = vec![0u8; NONCE_LEN];
@@ -974,10 +1005,13 @@ impl Endpoint {
             created_at: now,
             last_tx: now,
             expire_at: None,
+            reauth_at: None,
+            reauth_of: None,
+            reauth_by: None,
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
-        Ok(())
+        Ok(Some(id))
     }
 
     /// A packet matched a trapped child with no SA: initiate it unless already in progress.
@@ -1129,6 +1163,7 @@ impl Endpoint {
                 rekey_in_secs: secs(sa.rekey_at),
                 expires_in_secs: secs(sa.superseded_deadline.or(sa.expire_at)),
                 rekey_count: sa.rekey_count,
+                reauth_in_secs: secs(sa.reauth_at),
                 child_sas: sa
                     .children
                     .iter()
@@ -1382,9 +1417,23 @@ impl Endpoint {
                 if self.transmits.iter().any(|t| t.remote == sa.remote) {
                     sa.last_tx = sa.last_tx.max(now);
                 }
+                // Reauthentication complete (all children negotiated): delete the old SA.
+                let done = sa.state == State::Established
+                    && !sa.superseded
+                    && sa.pending.is_none()
+                    && sa.to_create.is_empty()
+                    && !sa.delayed.iter().any(|d| matches!(d.1, Task::Create(_)));
+                let old = if done { sa.reauth_of.take() } else { None };
+                let id = sa.id;
                 self.sas.insert(sa.our_spi(), sa);
+                if let Some(o) = old {
+                    self.reauth_done(o, id, now);
+                }
             }
             Outcome::Close(reason) => {
+                if let Some(o) = sa.reauth_of.take() {
+                    self.reauth_failed(o, now);
+                }
                 let restart = reason == CloseReason::Timeout
                     && sa.established_at.is_some()
                     && !sa.superseded
@@ -1635,6 +1684,116 @@ impl Endpoint {
         true
     }
 
+    /// Reauthenticate `old` (RFC 7296 2.8.3, strongSwan's `reauth_time`), either side: a new
+    /// IKE SA with a full IKE_SA_INIT + IKE_AUTH (PSK) carrying the first of `old`'s children,
+    /// CREATE_CHILD_SA for the others; `old` is deleted once the new one is complete (`finish`
+    /// -> `reauth_done`): make-before-break. No INITIAL_CONTACT is sent (`send_auth`: the
+    /// connection has an established IKE SA), so the peer keeps `old` until our Delete.
+    fn start_reauth(&mut self, old: &mut IkeSa, now: Instant) {
+        if old.reauth_by.is_some() || !old.active() {
+            return;
+        }
+        let cfg = self
+            .config
+            .connections
+            .iter()
+            .find(|c| c.name == old.conn.name)
+            .cloned()
+            .unwrap_or_else(|| old.conn.clone());
+        let have = |n: &str| {
+            old.children
+                .iter()
+                .any(|c| c.sa.child == n && c.state != ChildState::Deleting)
+                || old.to_create.iter().any(|c| c == n)
+        };
+        let mut wanted: Vec<String> = cfg
+            .children
+            .iter()
+            .filter(|c| have(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if wanted.is_empty() {
+            wanted = cfg.children.iter().map(|c| c.name.clone()).collect();
+        }
+        let path = if old.nat_any() {
+            (old.local, old.remote)
+        } else {
+            let port = if !old.initiator {
+                old.remote.port()
+            } else if cfg.remote_port == 0 {
+                IKE_PORT
+            } else {
+                cfg.remote_port
+            };
+            (
+                SocketAddr::new(old.local.ip(), IKE_PORT),
+                SocketAddr::new(old.remote.ip(), port),
+            )
+        };
+        info!(
+            "reauthenticating IKE_SA {}[{}] ({} children)",
+            old.conn.name,
+            old.id,
+            wanted.len()
+        );
+        match self.start_sa(now, cfg, wanted, Some(path)) {
+            Ok(Some(id)) => {
+                old.reauth_by = Some(id);
+                old.rekey_at = None;
+                if let Some(n) = self.sas.values_mut().find(|s| s.id == id) {
+                    n.reauth_of = Some(old.id);
+                }
+            }
+            Ok(None) | Err(_) => {
+                old.reauth_at = Some(now + self.retry_delay() * 5);
+            }
+        }
+    }
+
+    /// The reauthenticating IKE SA `new_id` is complete: delete the IKE SA `old_id` it
+    /// replaces (its children are removed with it, after the new ones were installed).
+    fn reauth_done(&mut self, old_id: u64, new_id: u64, now: Instant) {
+        let Some(k) = self
+            .sas
+            .iter()
+            .find(|(_, s)| s.id == old_id && !s.superseded)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let Some(mut old) = self.sas.remove(&k) else {
+            return;
+        };
+        old.reauth_by = None;
+        old.reauth_at = None;
+        if matches!(old.state, State::Established | State::AuthSent) {
+            info!(
+                "IKE_SA {}[{}] reauthenticated as IKE_SA {}[{}], deleting the old one",
+                old.conn.name, old.id, old.conn.name, new_id
+            );
+            old.delete_queued = true;
+            old.to_create.clear();
+            old.tasks.clear();
+            old.delayed.clear();
+        }
+        self.finish(old, Outcome::Keep, now);
+    }
+
+    /// The reauthenticating IKE SA for `old_id` failed: `old_id` stays, and tries again later.
+    fn reauth_failed(&mut self, old_id: u64, now: Instant) {
+        let delay = self.retry_delay() * 5;
+        if let Some(o) = self
+            .sas
+            .values_mut()
+            .find(|s| s.id == old_id && !s.superseded)
+        {
+            o.reauth_by = None;
+            if o.conn.reauth_time.is_some() {
+                o.reauth_at = Some(now + delay);
+            }
+        }
+    }
+
     /// Rekey the IKE SA (RFC 7296 1.3.2): SA (with our new SPI), Ni, KEi.
     fn start_ike_rekey(&mut self, sa: &mut IkeSa, now: Instant, group: Option<DhGroup>) -> bool {
         let Some(suite) = sa.suite else { return false };
@@ -1752,6 +1911,10 @@ impl Endpoint {
             sa.delete_queued = true;
             sa.to_create.clear();
             return;
+        }
+        if sa.reauth_at.is_some_and(|t| t <= now) {
+            sa.reauth_at = None;
+            self.start_reauth(sa, now);
         }
         if sa.rekey_at.is_some_and(|t| t <= now) {
             sa.rekey_at = None;
@@ -2414,6 +2577,9 @@ impl Endpoint {
             created_at: now,
             last_tx: now,
             expire_at: None,
+            reauth_at: None,
+            reauth_of: None,
+            reauth_by: None,
         };
         self.init_index.insert((remote, spi_i), spi_r);
         self.sas.insert(spi_r, sa);
@@ -2740,7 +2906,10 @@ impl Endpoint {
         sa.established_at = Some(now);
         sa.half_open_deadline = None;
         sa.last_rx = now;
-        if let Some(d) = sa.conn.rekey_time {
+        if let Some(d) = sa.conn.reauth_time {
+            // Reauthentication replaces the IKE rekey (it refreshes all keys too).
+            sa.reauth_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
+        } else if let Some(d) = sa.conn.rekey_time {
             sa.rekey_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
         }
         sa.expire_at = sa.conn.life_time.and_then(|l| now.checked_add(l));
@@ -2787,6 +2956,10 @@ impl Endpoint {
                     && o.remote_identity.as_ref() == Some(&pid)
                     && o.established_at
                         .is_some_and(|t| now.saturating_duration_since(t) <= window)
+                    // Only genuinely simultaneous initiations: `o` was still being negotiated
+                    // when `sa` started. A reauthentication (RFC 7296 2.8.3) starts after the
+                    // IKE SA it replaces was established, so that one is not a duplicate.
+                    && o.established_at.is_some_and(|t| t >= sa.created_at)
             })
             .map(|(k, _)| *k)
             .min();
@@ -2907,6 +3080,17 @@ impl Endpoint {
         );
         if has_notify(payloads, nt::INITIAL_CONTACT) {
             self.initial_contact(sa, &peer_id);
+        } else {
+            // Probably a reauthentication by the peer (RFC 7296 2.8.3): it deletes the IKE SAs
+            // this one replaces, so they need no reauthentication of their own.
+            for o in self.sas.values_mut() {
+                if o.conn.name == sa.conn.name
+                    && o.remote_identity.as_ref() == Some(&peer_id)
+                    && o.established_at.is_some_and(|t| t < sa.created_at)
+                {
+                    o.reauth_at = None;
+                }
+            }
         }
         self.established(sa, now);
         let mut resp = vec![
@@ -3506,6 +3690,9 @@ impl Endpoint {
             created_at: old.created_at,
             last_tx: now,
             expire_at: None,
+            reauth_at: None,
+            reauth_of: None,
+            reauth_by: None,
         })
     }
 
@@ -3525,9 +3712,15 @@ impl Endpoint {
         new.delayed = std::mem::take(&mut old.delayed);
         new.delayed.retain(|t| t.1 != Task::RekeyIke);
         new.last_rx = now;
-        if let Some(d) = new.conn.rekey_time {
-            new.rekey_at = now.checked_add(self.jittered(d, new.conn.rand_time));
+        if new.conn.reauth_time.is_none() {
+            if let Some(d) = new.conn.rekey_time {
+                new.rekey_at = now.checked_add(self.jittered(d, new.conn.rand_time));
+            }
         }
+        // A rekey (e.g. by the peer) does not postpone our reauthentication.
+        new.reauth_at = old.reauth_at.take();
+        new.reauth_by = old.reauth_by.take();
+        new.reauth_of = old.reauth_of.take();
         new.expire_at = new.conn.life_time.and_then(|l| now.checked_add(l));
         old.superseded = true;
         old.adopt_pending = false;

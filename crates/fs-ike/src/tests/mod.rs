@@ -14,6 +14,7 @@ mod dos;
 mod frag;
 mod lifecycle;
 mod nat;
+mod reauth;
 
 pub const A: &str = "100.1.1.1";
 pub const B: &str = "200.2.2.2";
@@ -109,6 +110,7 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         retransmit: RetransmitConfig::default(),
         force_encap: false,
         rekey_time: None,
+        reauth_time: None,
         dpd_delay: None,
         dpd_action: Default::default(),
         fragmentation: true,
