@@ -917,6 +917,19 @@ impl Ferroswan {
         let sock_s = socket.to_str().unwrap().to_string();
         vars.push(("CONTROL_SOCKET", &sock_s));
         fs::write(&config, render("ferroswan.toml.tmpl", &vars)).unwrap();
+        Self::launch(topo, ns, name, dir, config, socket)
+    }
+
+    /// Start `ferroswan run` in `ns` with the config file already written at `config`, wait
+    /// for its control socket (panics with the log tail if it dies during startup).
+    fn launch(
+        topo: &Topology,
+        ns: &str,
+        name: &str,
+        dir: PathBuf,
+        config: PathBuf,
+        socket: PathBuf,
+    ) -> Ferroswan {
         let log = dir.join("ferroswan.log");
         let f = fs::File::create(&log).unwrap();
         topo.reg.add_log(&format!("ferroswan {name} ({ns})"), &log);
@@ -1121,46 +1134,7 @@ impl Ferroswan {
             config_text.replace("${CONTROL_SOCKET}", socket.to_str().unwrap()),
         )
         .unwrap();
-        let log = dir.join("ferroswan.log");
-        let f = fs::File::create(&log).unwrap();
-        topo.reg.add_log(&format!("ferroswan {name} ({ns})"), &log);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, ferroswan_bin(), "run", "--config"])
-            .arg(&config)
-            .arg("--control")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f);
-        if let Some(v) = std::env::var_os("FS_TEST_RUST_LOG") {
-            cmd.env("RUST_LOG", v);
-        }
-        let proc_id = topo.spawn(&format!("ferroswan {name}"), &mut cmd, libc::SIGTERM);
-        let fsw = Ferroswan {
-            name: name.into(),
-            ns: ns.into(),
-            dir,
-            config,
-            socket,
-            log,
-            proc_id,
-            reg: topo.reg.clone(),
-        };
-        let ok = poll(Duration::from_secs(15), || {
-            if let Some(st) = fsw.reg.exited(fsw.proc_id) {
-                panic!(
-                    "ferroswan daemon {name} exited during startup ({st:?}); its log:\n{}",
-                    tail(&fsw.log, 30)
-                );
-            }
-            fsw.socket.exists().then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "ferroswan {name}: control socket {} not there after 15 s",
-            fsw.socket.display()
-        );
-        fsw
+        Self::launch(topo, ns, name, dir, config, socket)
     }
 
     /// PID of the daemon process (`ip netns exec` execs it), while it runs.
