@@ -1353,7 +1353,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 }
 
 /// Send `len` pseudo-random bytes over TCP from a socket in `client_ns` to a listener in
-/// `server_ns` on `server_ip:port`; the server checks every byte (length + content) and
+/// `server_ns` on `server_ip:port` (IPv4 or IPv6); the server checks every byte (length + content) and
 /// answers "OK". Err(reason) on any mismatch, error or timeout.
 pub fn tcp_transfer(
     client_ns: &str,
@@ -1368,12 +1368,15 @@ pub fn tcp_transfer(
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let deadline = Instant::now() + timeout;
 
+    let addr = SocketAddr::new(server_ip.parse().map_err(|e| format!("{e}"))?, port);
+    // Listen on the wildcard of the server address' family.
+    let bind_ip = if addr.is_ipv6() { "::" } else { "0.0.0.0" };
     let sns = server_ns.to_string();
     let server = thread::spawn(move || -> Result<(), String> {
         let setup = (|| -> Result<TcpListener, String> {
             enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
-            let l = TcpListener::bind(("0.0.0.0", port))
-                .map_err(|e| format!("bind :{port} in {sns}: {e}"))?;
+            let l = TcpListener::bind((bind_ip, port))
+                .map_err(|e| format!("bind {bind_ip}:{port} in {sns}: {e}"))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(l)
         })();
@@ -1443,9 +1446,6 @@ pub fn tcp_transfer(
     }
 
     let cns = client_ns.to_string();
-    let addr: SocketAddr = format!("{server_ip}:{port}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
     let send_data = payload(len, 0x5eed ^ std::process::id() as u64);
     let client = thread::spawn(move || -> Result<(), String> {
         enter_netns(&cns).map_err(|e| format!("setns {cns}: {e}"))?;

@@ -525,8 +525,7 @@ pub fn enable_ipv6(topo: &Topology, outer: bool) {
     }
 }
 
-/// Like `tcp_transfer` for any address family: `len` pseudo-random bytes from `client_ns`
-/// to a listener on `[::]:port` (dual-stack) in `server_ns`, verified by the server.
+/// `tcp_transfer` for either address family (kept for the IPv6 tests' call sites).
 pub fn tcp_transfer_any(
     client_ns: &str,
     server_ns: &str,
@@ -535,102 +534,7 @@ pub fn tcp_transfer_any(
     len: usize,
     timeout: Duration,
 ) -> Result<(), String> {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::mpsc;
-    use std::time::Instant;
-    let deadline = Instant::now() + timeout;
-    let data = payload(len, 0x6eed);
-    let expect = data.clone();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let sns = server_ns.to_string();
-    let server = thread::spawn(move || -> Result<(), String> {
-        let l = (|| {
-            enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
-            let l =
-                TcpListener::bind(("::", port)).map_err(|e| format!("bind [::]:{port}: {e}"))?;
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok::<_, String>(l)
-        })();
-        let l = match l {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.clone()));
-                return Err(e);
-            }
-        };
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        return Err("server: no connection before the deadline".into());
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
-        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        let mut got = Vec::with_capacity(len);
-        s.read_to_end(&mut got)
-            .map_err(|e| format!("server read after {} bytes: {e}", got.len()))?;
-        let ok = got == expect;
-        let _ = s.write_all(if ok { b"OK" } else { b"BAD" });
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "server: got {} bytes (want {len}), content differs",
-                got.len()
-            ))
-        }
-    });
-    match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err("server thread did not start".into()),
-    }
-    let addr = SocketAddr::new(server_ip.parse().map_err(|e| format!("{e}"))?, port);
-    let cns = client_ns.to_string();
-    let client = thread::spawn(move || -> Result<(), String> {
-        enter_netns(&cns).map_err(|e| format!("setns {cns}: {e}"))?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
-        s.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        s.write_all(&data)
-            .map_err(|e| format!("client write: {e}"))?;
-        s.shutdown(std::net::Shutdown::Write)
-            .map_err(|e| e.to_string())?;
-        let mut r = Vec::new();
-        let _ = s.read_to_end(&mut r);
-        if r == b"OK" {
-            Ok(())
-        } else {
-            Err(format!(
-                "client: server replied {:?}",
-                String::from_utf8_lossy(&r)
-            ))
-        }
-    });
-    let c = client
-        .join()
-        .map_err(|_| "client thread panicked".to_string())?;
-    let s = server
-        .join()
-        .map_err(|_| "server thread panicked".to_string())?;
-    s.and(c)
+    tcp_transfer(client_ns, server_ns, server_ip, port, len, timeout)
 }
 
 // ---------------------------------------------------------------------------------------
