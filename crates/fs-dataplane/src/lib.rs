@@ -12,8 +12,10 @@
 //!   ESP decapsulated, selector-checked and written to the TUN device. The 4500 reader uses
 //!   `recvmmsg` + `UDP_GRO` (coalesced datagrams split by their segment size).
 //! - raw ESP readers (IPv4 header skipped, IPv6): `recvmmsg` batches.
+//!
 //! Receive paths decrypt in place in the batch buffers, look the SA up once per SPI change
-//! within a batch, and write the inner packets with one coalescing `send_multiple`.
+//! within a batch, and write the inner packets to TUN from where they lie: consecutive TCP
+//! segments of a flow as one GSO super-packet per `writev` ([`tunout`]).
 //!
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
@@ -23,6 +25,7 @@ pub mod route;
 pub mod signals;
 mod sock;
 pub mod tables;
+mod tunout;
 
 pub use tables::{GlobalCounters, InboundEntry, OutboundEntry, Policy, PolicyAction, Tables};
 
@@ -315,11 +318,10 @@ pub struct Worker {
     buf: Box<[u8]>,
     /// Cache remote -> our address, for IKE on wildcard-bound sockets.
     local_cache: Vec<(IpAddr, IpAddr)>,
-    /// Inner packets waiting for one batched TUN write: `tun_batch[..batch_n]`, each with
-    /// `VNET_HDR_LEN` bytes of headroom.
-    tun_batch: Vec<Vec<u8>>,
-    batch_n: usize,
-    gro: tun_rs::GROTable,
+    /// Inner packets of the current receive batch waiting for the TUN write (they stay in
+    /// the receive buffers; see [`Worker::flush_tun`]).
+    pending: Vec<tunout::Pending>,
+    tun_out: tunout::TunWriter,
     /// Encrypted packets waiting to be sent, all to `out_dest`, laid out back to back in
     /// `out` as `out_pkts` (start, len).
     out: Box<[u8]>,
@@ -340,8 +342,6 @@ struct Dest {
 
 /// Size of the outbound ESP batch buffer (two 64 KB TUN reads with ESP overhead fit).
 const OUT_BATCH_BYTES: usize = 256 * 1024;
-/// Most inner packets queued for one TUN `send_multiple`.
-const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// Receive buffers per recvmmsg on the ESP sockets.
 const RECV_BATCH: usize = 32;
 /// Receive buffers per recvmmsg on a UDP socket with GRO (each up to 64 KB).
@@ -353,9 +353,8 @@ impl Worker {
             shared,
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             local_cache: Vec::new(),
-            tun_batch: Vec::new(),
-            batch_n: 0,
-            gro: tun_rs::GROTable::default(),
+            pending: Vec::new(),
+            tun_out: tunout::TunWriter::default(),
             out: Box::new([]),
             out_used: 0,
             out_pkts: Vec::new(),
@@ -742,24 +741,28 @@ impl Worker {
                 let Some(data) = rb.bufs[i].get_mut(..n) else {
                     continue;
                 };
-                for d in data.chunks_mut(seg) {
+                for (ci, d) in data.chunks_mut(seg).enumerate() {
                     if d.len() == 1 && d[0] == 0xff {
                         GlobalCounters::inc(&sh.counters.nat_keepalives);
                     } else if d.len() >= 4 && d[..4] == NON_ESP_MARKER {
                         self.ike_to_control(s.local, from, d[4..].to_vec());
-                    } else {
-                        self.inbound_esp(&sad, &mut cache, d, from);
+                    } else if let Some(r) = self.inbound_esp(&sad, &mut cache, d, from) {
+                        self.pending.push(tunout::Pending {
+                            buf: i,
+                            start: ci * seg + r.start,
+                            len: r.len(),
+                        });
                     }
                 }
             }
             drop(sad);
-            self.flush_tun();
+            self.flush_tun(&rb.bufs);
         }
     }
 
     /// Raw ESP reader (IPv4: the IP header is delivered and skipped; IPv6: not delivered):
     /// recvmmsg a batch, decrypt each packet in place, and write the inner packets to TUN
-    /// with one `send_multiple` (which coalesces consecutive TCP segments, GRO).
+    /// with [`Worker::flush_tun`] (consecutive TCP segments of a flow as one GSO super-packet).
     fn raw_loop(&mut self, v6: bool) {
         let sh = self.shared.clone();
         let Some(s) = (if v6 { &sh.raw6 } else { &sh.raw4 }) else {
@@ -807,37 +810,50 @@ impl Worker {
                     }
                     ihl
                 };
-                self.inbound_esp(&sad, &mut cache, &mut data[off..], from);
+                if let Some(r) = self.inbound_esp(&sad, &mut cache, &mut data[off..], from) {
+                    self.pending.push(tunout::Pending {
+                        buf: i,
+                        start: off + r.start,
+                        len: r.len(),
+                    });
+                }
             }
             drop(sad);
-            self.flush_tun();
+            self.flush_tun(&rb.bufs);
         }
     }
 
-    /// Write the queued inner packets to TUN: with offloads one `send_multiple` (GRO
-    /// coalescing), else one write each.
-    fn flush_tun(&mut self) {
-        let nb = self.batch_n;
-        if nb == 0 {
+    /// Write the inner packets queued in `pending` (lying in `bufs`, the receive batch) to
+    /// TUN: with offloads consecutive TCP segments of a flow as one GSO super-packet
+    /// ([`tunout::TunWriter`]), else one write each.
+    fn flush_tun(&mut self, bufs: &[Vec<u8>]) {
+        if self.pending.is_empty() {
             return;
         }
-        self.batch_n = 0;
         let sh = &*self.shared;
-        if sh.tun.tcp_gso() {
-            if let Err(e) =
-                sh.tun
-                    .send_multiple(&mut self.gro, &mut self.tun_batch[..nb], VNET_HDR_LEN)
-            {
-                debug!("drop: TUN write failed: {e}");
-                GlobalCounters::inc(&sh.counters.tun_write_error);
-            }
+        let failed = if sh.tun.tcp_gso() {
+            self.tun_out.write(sh.tun.as_raw_fd(), bufs, &self.pending)
         } else {
-            for v in &self.tun_batch[..nb] {
-                if let Err(e) = sh.tun.send(&v[VNET_HDR_LEN..]) {
-                    debug!("drop: TUN write failed: {e}");
-                    GlobalCounters::inc(&sh.counters.tun_write_error);
+            let mut failed = 0;
+            for p in &self.pending {
+                let Some(pkt) = bufs
+                    .get(p.buf)
+                    .and_then(|b| b.get(p.start..p.start + p.len))
+                else {
+                    continue;
+                };
+                if sh.tun.send(pkt).is_err() {
+                    failed += 1;
                 }
             }
+            failed
+        };
+        self.pending.clear();
+        if failed > 0 {
+            debug!("drop: {failed} TUN writes failed");
+            sh.counters
+                .tun_write_error
+                .fetch_add(failed, Ordering::Relaxed);
         }
     }
 
@@ -879,20 +895,21 @@ impl Worker {
     }
 
     /// An ESP packet `pkt` (SPI .. ICV) from `from`: find the SA, decrypt in place, check
-    /// selectors, queue the inner packet for the TUN write ([`Worker::flush_tun`]).
+    /// selectors. Returns where the inner packet lies in `pkt`, to be queued for the TUN
+    /// write ([`Worker::flush_tun`]); None if the packet was dropped.
     fn inbound_esp<'s>(
         &mut self,
         sad: &'s HashMap<u32, InboundEntry>,
         cache: &mut SaCache<'s>,
         pkt: &mut [u8],
         from: SocketAddr,
-    ) {
+    ) -> Option<std::ops::Range<usize>> {
         let sh = &*self.shared;
         let c = &sh.counters;
         if pkt.len() < fs_esp::ESP_HEADER_LEN {
             debug!("drop: short ESP packet from {from}");
             GlobalCounters::inc(&c.malformed);
-            return;
+            return None;
         }
         let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
         let entry = match cache.last {
@@ -901,7 +918,7 @@ impl Worker {
                 let Some(e) = sad.get(&spi) else {
                     debug!("drop: unknown SPI {spi:08x} from {from}");
                     GlobalCounters::inc(&c.unknown_spi);
-                    return;
+                    return None;
                 };
                 cache.last = Some((spi, e));
                 e
@@ -913,7 +930,7 @@ impl Worker {
                 debug!("drop: ESP SPI {spi:08x} from {from}: {e}");
                 use fs_esp::EspError::*;
                 let ctr = match e {
-                    Dummy => return, // dummy packet (TFC), RFC 4303 2.6
+                    Dummy => return None, // dummy packet (TFC), RFC 4303 2.6
                     Replay => &c.replay,
                     AuthFailed => &c.auth_failed,
                     WrongSpi => &c.unknown_spi,
@@ -921,11 +938,11 @@ impl Worker {
                     _ => &c.unsupported,
                 };
                 GlobalCounters::inc(ctr);
-                return;
+                return None;
             }
         };
         if d.next_header == 59 {
-            return; // dummy packet (TFC), RFC 4303 2.6
+            return None; // dummy packet (TFC), RFC 4303 2.6
         }
         if d.next_header != fs_esp::NH_IPV4 && d.next_header != fs_esp::NH_IPV6 {
             debug!(
@@ -933,16 +950,16 @@ impl Worker {
                 d.next_header
             );
             GlobalCounters::inc(&c.unsupported);
-            return;
+            return None;
         }
         let Some(inner) = pkt.get(d.inner.clone()) else {
             GlobalCounters::inc(&c.malformed);
-            return;
+            return None;
         };
         let Ok(info) = PacketInfo::parse(inner) else {
             debug!("drop: SPI {spi:08x}: malformed inner packet");
             GlobalCounters::inc(&c.malformed);
-            return;
+            return None;
         };
         if !entry.selectors_match(
             info.src,
@@ -956,19 +973,9 @@ impl Worker {
                 info.src, info.dst, entry.conn, entry.child
             );
             GlobalCounters::inc(&c.selector_mismatch);
-            return;
+            return None;
         }
-        if self.batch_n >= TUN_BATCH {
-            self.flush_tun();
-        }
-        if self.batch_n >= self.tun_batch.len() {
-            self.tun_batch.push(Vec::with_capacity(2048));
-        }
-        let v = &mut self.tun_batch[self.batch_n];
-        v.clear();
-        v.resize(VNET_HDR_LEN, 0);
-        v.extend_from_slice(inner);
-        self.batch_n += 1;
+        Some(d.inner)
     }
 }
 
