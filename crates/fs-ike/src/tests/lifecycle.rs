@@ -6,21 +6,6 @@ use fs_wire::ike::{exchange, Payload};
 
 const MIN: Duration = Duration::from_secs(60);
 
-fn idle(s: &Sim) -> bool {
-    s.nodes.iter().all(|n| n.ep.test_idle())
-}
-
-/// Both idle, each with exactly `n` children and one IKE SA, matching crosswise.
-fn settled(s: &Sim, n: usize) -> bool {
-    let (a, b) = (s.nodes[0].children(), s.nodes[1].children());
-    idle(s)
-        && a.len() == n
-        && b.len() == n
-        && crosswise(&a, &b)
-        && s.nodes[0].ep.status(s.now).len() == 1
-        && s.nodes[1].ep.status(s.now).len() == 1
-}
-
 fn installs(n: &Node) -> usize {
     n.events
         .iter()

@@ -415,6 +415,22 @@ impl Sim {
     }
 }
 
+/// No exchange in flight and nothing queued on either node.
+pub fn idle(s: &Sim) -> bool {
+    s.nodes.iter().all(|n| n.ep.test_idle())
+}
+
+/// Both idle, each with exactly `n` children and one IKE SA, matching crosswise.
+pub fn settled(s: &Sim, n: usize) -> bool {
+    let (a, b) = (s.nodes[0].children(), s.nodes[1].children());
+    idle(s)
+        && a.len() == n
+        && b.len() == n
+        && crosswise(&a, &b)
+        && s.nodes[0].ep.status(s.now).len() == 1
+        && s.nodes[1].ep.status(s.now).len() == 1
+}
+
 /// Every child of `a` has a peer in `b` with swapped SPIs and keys, and vice versa.
 pub fn crosswise(a: &[ChildSa], b: &[ChildSa]) -> bool {
     let pairs = |x: &ChildSa, y: &ChildSa| {

@@ -6,21 +6,6 @@ use std::time::Duration;
 
 const PRIVATE_A: &str = "10.1.1.1";
 
-fn idle(s: &Sim) -> bool {
-    s.nodes.iter().all(|n| n.ep.test_idle())
-}
-
-/// Both idle, each with exactly `n` children and one IKE SA, matching crosswise.
-fn settled(s: &Sim, n: usize) -> bool {
-    let (a, b) = (s.nodes[0].children(), s.nodes[1].children());
-    idle(s)
-        && a.len() == n
-        && b.len() == n
-        && crosswise(&a, &b)
-        && s.nodes[0].ep.status(s.now).len() == 1
-        && s.nodes[1].ep.status(s.now).len() == 1
-}
-
 /// A behind a NAPT (private 10.1.1.1, public 100.1.1.1) initiating to B.
 fn nat_sim(seed: u64, tweak: impl Fn(&mut ConnConfig, &mut ConnConfig)) -> Sim {
     let (mut a, mut b) = pair();

@@ -5,21 +5,6 @@ use fs_wire::ike::{exchange, notify_type as nt, Payload};
 
 const MIN: Duration = Duration::from_secs(60);
 
-fn idle(s: &Sim) -> bool {
-    s.nodes.iter().all(|n| n.ep.test_idle())
-}
-
-/// Both idle, each with exactly `n` children and one IKE SA, matching crosswise.
-fn settled(s: &Sim, n: usize) -> bool {
-    let (a, b) = (s.nodes[0].children(), s.nodes[1].children());
-    idle(s)
-        && a.len() == n
-        && b.len() == n
-        && crosswise(&a, &b)
-        && s.nodes[0].ep.status(s.now).len() == 1
-        && s.nodes[1].ep.status(s.now).len() == 1
-}
-
 /// Once the first CHILD_SA of each child name was installed, every child name always has at
 /// least one installed CHILD_SA (traffic keys never absent), judged from the events.
 fn never_absent(n: &Node) -> Result<(), String> {
