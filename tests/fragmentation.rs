@@ -77,7 +77,7 @@ fn dropped_ip_fragments(ns: &str) -> u64 {
         .skip_while(|w| *w != "packets")
         .nth(1)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no packet counter in the nft chain of {ns}:\n{out}"))
 }
 
 /// Template overrides for gateway `site` (1 = A, 2 = B) of kind `kind`.
@@ -222,7 +222,11 @@ fn fragmented_tunnel(tag: &str, a: Impl, b: Impl) {
         }
         if let Gw::Fs(f) = gw {
             let c = f.counters().unwrap_or_else(|e| panic!("[{tag}] {e}"));
-            let get = |k: &str| c.get(k).copied().unwrap_or(0);
+            let get = |k: &str| {
+                c.get(k)
+                    .copied()
+                    .unwrap_or_else(|| panic!("[{tag}] counter {k:?} missing: {c:?}"))
+            };
             eprintln!(
                 "[{tag}] ferroswan {}: fragments_sent {} fragments_received {} \
                  messages_reassembled {} fragment_drops {}",

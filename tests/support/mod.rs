@@ -114,8 +114,12 @@ secret = "{psk}"
 // ---------------------------------------------------------------------------------------
 
 /// One counter (0 if absent).
+/// Counter `k`; panics if the daemon does not report it (so a renamed counter cannot make an
+/// `== 0` check pass).
 pub fn counter(c: &BTreeMap<String, u64>, k: &str) -> u64 {
-    c.get(k).copied().unwrap_or(0)
+    c.get(k)
+        .copied()
+        .unwrap_or_else(|| panic!("counter {k:?} not in status --json: {c:?}"))
 }
 
 /// Wait until counter `key` exceeds `before`; Ok(new value) or Err(all counters).
