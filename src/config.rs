@@ -88,10 +88,18 @@ struct RawFile {
 struct RawDaemon {
     control_socket: Option<String>,
     tun_name: Option<String>,
-    tun_mtu: Option<u32>,
+    tun_mtu: Option<RawTunMtu>,
     log_level: Option<String>,
     ike_port: Option<u16>,
     natt_port: Option<u16>,
+}
+
+/// `tun_mtu`: a number or `"auto"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum RawTunMtu {
+    Num(i64),
+    Text(String),
 }
 
 /// `[limits]`: responder DoS limits (fs_ike::Limits), all optional.
@@ -182,12 +190,20 @@ struct RawSecret {
 
 // ---------------------------------------------------------------- validated form
 
+/// `[daemon] tun_mtu`: fixed, or derived at startup from the egress interface MTU towards
+/// the connections' remote addresses minus the worst-case ESP overhead (`"auto"`, default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunMtu {
+    Auto,
+    Fixed(u16),
+}
+
 /// Daemon settings from `[daemon]`, with defaults applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonSettings {
     pub control_socket: PathBuf,
     pub tun_name: String,
-    pub tun_mtu: u16,
+    pub tun_mtu: TunMtu,
     pub log_level: Option<String>,
     pub ike_port: u16,
     pub natt_port: u16,
@@ -234,6 +250,114 @@ impl FileConfig {
                     .iter()
                     .any(|ch| ch.local_ts.iter().chain(&ch.remote_ts).any(|t| t.is_v6()))
         })
+    }
+}
+
+/// Path MTU assumed when the egress interface towards a peer cannot be determined.
+pub const DEFAULT_PATH_MTU: u32 = 1500;
+
+impl FileConfig {
+    /// Worst-case ESP overhead (header, IV, padding, trailer, ICV) over all configured ESP
+    /// proposals (every encryption x integrity combination), with the suite's name.
+    pub fn worst_esp_overhead(&self) -> (usize, String) {
+        use fs_crypto::EncrAlg;
+        let mut worst = (0usize, String::new());
+        for ch in self.ike.connections.iter().flat_map(|c| &c.children) {
+            for p in &ch.esp_proposals {
+                for &e in &p.encr {
+                    let integs: Vec<Option<fs_crypto::IntegAlg>> =
+                        if e.is_aead() || p.integ.is_empty() {
+                            vec![None]
+                        } else {
+                            p.integ.iter().copied().map(Some).collect()
+                        };
+                    for i in integs {
+                        let o = fs_esp::esp_overhead(e, i);
+                        if o > worst.0 {
+                            let name = match i {
+                                Some(i) => format!("{}-{}", e.name(), i.name()),
+                                None => e.name().to_string(),
+                            };
+                            worst = (o, name);
+                        }
+                    }
+                }
+            }
+        }
+        if worst.0 == 0 {
+            // no ESP proposal at all: the largest suite we implement
+            let (e, i) = (EncrAlg::AesCbc256, fs_crypto::IntegAlg::HmacSha512_256);
+            worst = (
+                fs_esp::esp_overhead(e, Some(i)),
+                format!("{}-{}", e.name(), i.name()),
+            );
+        }
+        worst
+    }
+
+    /// The TUN MTU: the configured number, or (`"auto"`) the smallest over all connections'
+    /// remote addresses of `egress MTU - (outer IP 20/40 + UDP 8 + worst ESP overhead)`.
+    /// `lookup(remote)` gives the egress interface and its MTU (None: assume
+    /// [`DEFAULT_PATH_MTU`]). Returns the MTU and how it was derived (for the log).
+    pub fn resolve_tun_mtu(
+        &self,
+        lookup: impl Fn(IpAddr) -> Option<(String, u32)>,
+    ) -> (u16, String) {
+        if let TunMtu::Fixed(m) = self.daemon.tun_mtu {
+            return (m, "configured".into());
+        }
+        let (esp, suite) = self.worst_esp_overhead();
+        let mut best: Option<(u32, String)> = None;
+        let mut consider = |path: u32, outer_v6: bool, via: String| {
+            let ip = if outer_v6 {
+                fs_esp::mtu::IPV6_HEADER_LEN
+            } else {
+                fs_esp::mtu::IPV4_HEADER_LEN
+            };
+            let over = (ip + fs_esp::mtu::UDP_HEADER_LEN + esp) as u32;
+            let mtu = path.saturating_sub(over);
+            if best.as_ref().is_none_or(|(b, _)| mtu < *b) {
+                best = Some((
+                    mtu,
+                    format!(
+                        "auto: path MTU {path} ({via}) - {over} (IPv{} {ip} + UDP {} + ESP {suite} {esp})",
+                        if outer_v6 { 6 } else { 4 },
+                        fs_esp::mtu::UDP_HEADER_LEN,
+                    ),
+                ));
+            }
+        };
+        for c in &self.ike.connections {
+            for &r in &c.remote_addrs {
+                match lookup(r) {
+                    Some((dev, m)) => consider(m, r.is_ipv6(), format!("{dev} towards {r}")),
+                    None => consider(
+                        DEFAULT_PATH_MTU,
+                        r.is_ipv6(),
+                        format!("assumed, no route to {r}"),
+                    ),
+                }
+            }
+            if c.remote_addrs.is_empty() {
+                let v6 = c.local_addrs.iter().any(|a| a.is_ipv6());
+                consider(
+                    DEFAULT_PATH_MTU,
+                    v6,
+                    format!("assumed, {} has no remote address", c.name),
+                );
+            }
+        }
+        let (mtu, how) =
+            best.unwrap_or_else(|| (DEFAULT_PATH_MTU - 100, "auto: no connection".into()));
+        let clamped = mtu.clamp(576, 65535);
+        if clamped != mtu {
+            (
+                clamped as u16,
+                format!("{how} = {mtu}, raised to the minimum 576"),
+            )
+        } else {
+            (mtu as u16, format!("{how} = {mtu}"))
+        }
     }
 }
 
@@ -339,13 +463,20 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
 
     // [daemon]
     let d = &raw.daemon;
-    let tun_mtu = d.tun_mtu.unwrap_or(1400);
-    if !(576..=65535).contains(&tun_mtu) {
-        return Err(ctx.err(
-            "daemon.tun_mtu",
-            format!("{tun_mtu} out of range 576..65535"),
-        ));
-    }
+    let tun_mtu = match &d.tun_mtu {
+        None => TunMtu::Auto,
+        Some(RawTunMtu::Text(t)) if t == "auto" => TunMtu::Auto,
+        Some(RawTunMtu::Text(t)) => {
+            return Err(ctx.err(
+                "daemon.tun_mtu",
+                format!("invalid value {t:?} (\"auto\" or a number 576..65535)"),
+            ))
+        }
+        Some(RawTunMtu::Num(n)) => match u16::try_from(*n) {
+            Ok(m) if m >= 576 => TunMtu::Fixed(m),
+            _ => return Err(ctx.err("daemon.tun_mtu", format!("{n} out of range 576..65535"))),
+        },
+    };
     let tun_name = d.tun_name.clone().unwrap_or_else(|| "fs0".into());
     if tun_name.is_empty() || tun_name.len() > 15 || tun_name.contains(['/', ' ', '\0']) {
         return Err(ctx.err(
@@ -376,7 +507,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
         ),
         tun_name,
-        tun_mtu: tun_mtu as u16,
+        tun_mtu,
         log_level: d.log_level.clone(),
         ike_port,
         natt_port,
@@ -831,10 +962,68 @@ secret = "wrong"
     }
 
     #[test]
+    fn auto_tun_mtu_derivation() {
+        // GOOD: one aes256gcm16 child towards an IPv4 peer: 20 + 8 + 37 = 65
+        let c = p(GOOD).unwrap();
+        assert_eq!(c.worst_esp_overhead(), (37, "aes256gcm16".into()));
+        let (m, how) = c.resolve_tun_mtu(|_| Some(("eth0".into(), 1500)));
+        assert_eq!(m, 1435, "{how}");
+        assert!(
+            how.starts_with("auto: path MTU 1500 (eth0 towards "),
+            "{how}"
+        );
+        assert_eq!(c.resolve_tun_mtu(|_| Some(("eth0".into(), 1400))).0, 1335);
+        assert_eq!(c.resolve_tun_mtu(|_| None).0, 1435, "assumed 1500");
+        assert_eq!(c.resolve_tun_mtu(|_| Some(("x".into(), 300))).0, 576);
+        // the largest overhead over all proposals: CBC + SHA-512 = 73
+        let cbc = GOOD.replace(
+            "esp_proposals = [\"aes256gcm16\"]",
+            "esp_proposals = [\"aes256gcm16\", \"aes128-sha256-sha512\"]",
+        );
+        let c = p(&cbc).unwrap();
+        assert_eq!(c.worst_esp_overhead(), (73, "aes128-sha512".into()));
+        assert_eq!(c.resolve_tun_mtu(|_| Some(("e".into(), 1500))).0, 1399);
+        // a fixed value is kept as is
+        let c = p(&GOOD.replace("tun_name = \"fs9\"", "tun_mtu = 1300")).unwrap();
+        assert_eq!(c.resolve_tun_mtu(|_| None), (1300, "configured".into()));
+    }
+
+    #[test]
+    fn tun_mtu_values() {
+        let with = |v: &str| GOOD.replace("tun_name = \"fs9\"", &format!("tun_mtu = {v}"));
+        assert_eq!(p(&with("\"auto\"")).unwrap().daemon.tun_mtu, TunMtu::Auto);
+        assert_eq!(
+            p(&with("1400")).unwrap().daemon.tun_mtu,
+            TunMtu::Fixed(1400)
+        );
+        assert_eq!(p(&with("576")).unwrap().daemon.tun_mtu, TunMtu::Fixed(576));
+        assert_eq!(
+            p(&with("65535")).unwrap().daemon.tun_mtu,
+            TunMtu::Fixed(65535)
+        );
+        for (v, want) in [
+            ("575", "t.toml: daemon.tun_mtu: 575 out of range 576..65535"),
+            (
+                "65536",
+                "t.toml: daemon.tun_mtu: 65536 out of range 576..65535",
+            ),
+            ("-1", "t.toml: daemon.tun_mtu: -1 out of range 576..65535"),
+            (
+                "\"big\"",
+                "t.toml: daemon.tun_mtu: invalid value \"big\" (\"auto\" or a number 576..65535)",
+            ),
+        ] {
+            assert_eq!(err(&with(v)), want, "{v}");
+        }
+        let e = err(&with("1.5"));
+        assert!(e.starts_with("t.toml: line "), "{e}");
+    }
+
+    #[test]
     fn good_config() {
         let c = p(GOOD).unwrap();
         assert_eq!(c.daemon.tun_name, "fs9");
-        assert_eq!(c.daemon.tun_mtu, 1400);
+        assert_eq!(c.daemon.tun_mtu, TunMtu::Auto, "default");
         assert_eq!(c.daemon.ike_port, 500);
         assert_eq!(
             c.daemon.control_socket,

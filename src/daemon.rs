@@ -66,15 +66,26 @@ const ACTIVITY_POLL: Duration = Duration::from_secs(1);
 struct Routes {
     dev: String,
     refs: HashMap<IpNet, usize>,
+    /// Route MTU set on each installed route (None: the device's).
+    mtus: HashMap<IpNet, Option<u32>>,
 }
 
 impl Routes {
-    fn add(&mut self, net: IpNet) {
+    /// Take a reference on the route for `net`; installs it on the first one, and (re)sets
+    /// its MTU when `mtu` is given and differs (the CHILD_SA's suite/encap determine it).
+    fn add(&mut self, net: IpNet, mtu: Option<u32>) {
         let c = self.refs.entry(net).or_insert(0);
         *c += 1;
-        if *c == 1 {
-            match route::replace(net, &self.dev) {
-                Ok(()) => debug!("route {net} dev {} installed", self.dev),
+        let first = *c == 1;
+        if first || (mtu.is_some() && self.mtus.get(&net) != Some(&mtu)) {
+            match route::replace_mtu(net, &self.dev, mtu) {
+                Ok(()) => {
+                    self.mtus.insert(net, mtu);
+                    match mtu {
+                        Some(m) => debug!("route {net} dev {} mtu {m} installed", self.dev),
+                        None => debug!("route {net} dev {} installed", self.dev),
+                    }
+                }
                 Err(e) => warn!("cannot install route {net} dev {}: {e}", self.dev),
             }
         }
@@ -84,6 +95,7 @@ impl Routes {
             *c -= 1;
             if *c == 0 {
                 self.refs.remove(&net);
+                self.mtus.remove(&net);
                 if let Err(e) = route::delete(net, &self.dev) {
                     debug!("cannot remove route {net}: {e}");
                 }
@@ -91,6 +103,7 @@ impl Routes {
         }
     }
     fn remove_all(&mut self) {
+        self.mtus.clear();
         for (net, _) in self.refs.drain() {
             let _ = route::delete(net, &self.dev);
         }
@@ -150,10 +163,12 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
     if cfg.any_wildcard() {
         bind.clear();
     }
+    let (tun_mtu, tun_mtu_how) = cfg.resolve_tun_mtu(|r| route::egress_mtu(r).ok());
+    info!("tunnel MTU {tun_mtu} ({tun_mtu_how})");
     let dp = match DataPlane::start(
         DataPlaneConfig {
             tun_name: cfg.daemon.tun_name.clone(),
-            tun_mtu: cfg.daemon.tun_mtu,
+            tun_mtu,
             ike_port: cfg.daemon.ike_port,
             natt_port: cfg.daemon.natt_port,
             bind,
@@ -200,6 +215,7 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         routes: Routes {
             dev: dp.tun_name().to_string(),
             refs: HashMap::new(),
+            mtus: HashMap::new(),
         },
         dp,
         cfg,
@@ -207,6 +223,8 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         pending_down: Vec::new(),
         installed: Vec::new(),
         last_activity_poll: Instant::now(),
+        tun_mtu,
+        tun_mtu_how,
     };
     d.setup_policies();
     d.initiate_start_children();
@@ -290,6 +308,9 @@ struct Daemon {
     pending_down: Vec<PendingDown>,
     installed: Vec<InstalledChild>,
     last_activity_poll: Instant,
+    /// TUN device MTU (configured or derived, see `FileConfig::resolve_tun_mtu`).
+    tun_mtu: u16,
+    tun_mtu_how: String,
 }
 
 impl Daemon {
@@ -311,7 +332,7 @@ impl Daemon {
                 // `down`), the kernel forwards these packets by its other routes (a default
                 // route) in cleartext instead of ferroswan dropping them as `no_sa`.
                 for n in nets_of(&ch.remote_ts) {
-                    self.routes.add(n);
+                    self.routes.add(n, None);
                 }
             }
         }
@@ -418,6 +439,12 @@ impl Daemon {
                 if let Err(e) = self.endpoint.acquire(now, &conn, &child) {
                     debug!("acquire {conn}/{child}: {e}");
                 }
+            }
+            // Authenticated ESP from a new peer address: fs-ike decides (NAT rules) and, if
+            // it follows, emits PeerEndpointChanged (outbound ESP re-targeted at once) and
+            // sends a liveness check there, whose answer moves the IKE SA (RFC 7296 2.23).
+            DpMessage::PeerEndpoint { spi_in, remote } => {
+                self.endpoint.note_peer_endpoint(now, spi_in, remote)
             }
         }
     }
@@ -766,9 +793,32 @@ impl Daemon {
             self.dp.tables().install_child(policy, entry);
             None
         };
+        if c.udp_encap {
+            // NAT rebinding seen on authenticated ESP is reported (DpMessage::PeerEndpoint).
+            self.dp.tables().track_peer(c.inbound.spi, c.remote);
+        }
         let nets = nets_of(&c.remote_ts);
+        let mtu = self.child_mtu(&c);
+        debug!(
+            "CHILD_SA {}{{{}}}: route MTU {mtu} ({}{}, towards {})",
+            c.conn,
+            c.child,
+            c.encr.name(),
+            if c.udp_encap {
+                ", UDP-encapsulated"
+            } else {
+                ""
+            },
+            c.remote.ip()
+        );
         for n in &nets {
-            self.routes.add(*n);
+            // IPv6 routes cannot go below the IPv6 minimum MTU
+            let m = if n.addr().is_ipv6() {
+                mtu.max(1280)
+            } else {
+                mtu
+            };
+            self.routes.add(*n, Some(m));
         }
         self.installed.push(InstalledChild {
             ike_sa: c.ike_sa,
@@ -812,6 +862,17 @@ impl Daemon {
             p.lines.push(line.clone());
         }
         self.complete_ups();
+    }
+
+    /// Route MTU for a CHILD_SA's remote selectors: the egress MTU towards the peer minus the
+    /// overhead of its negotiated suite and encapsulation, at most the TUN MTU, at least 576.
+    fn child_mtu(&self, c: &ChildSa) -> u32 {
+        let path = route::egress_mtu(c.remote.ip())
+            .map(|(_, m)| m)
+            .unwrap_or(crate::config::DEFAULT_PATH_MTU);
+        fs_esp::tunnel_mtu(path, c.encr, c.integ, c.remote.is_ipv6(), c.udp_encap)
+            .min(u32::from(self.tun_mtu))
+            .max(576)
     }
 
     /// `dpd_action = trap` (strongSwan-like): when the peer is found dead, the configured
@@ -909,6 +970,7 @@ impl Daemon {
                 e.remote = remote;
             }
             self.dp.tables().set_outbound_remote(c.spi_out, remote);
+            self.dp.tables().set_peer_remote(c.spi_in, remote);
         }
     }
 
@@ -985,6 +1047,8 @@ impl Daemon {
             "ike_sas": sas,
             "counters": self.dp.counters().snapshot(),
             "ike_counters": self.endpoint.stats(),
+            "tun_mtu": self.tun_mtu,
+            "tun_mtu_derivation": self.tun_mtu_how,
         })
     }
 }

@@ -292,7 +292,12 @@ fn ike_rekey(tag: &str, fs_opts: &[(&str, &str)], ss_opts: &[(&str, &str)]) {
         "[{tag}] IKE SA not rekeyed: before {sa0}, after {sa}"
     );
     let list = s.ss.list_sas();
-    let spi = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let spi = |v: &Value| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| panic!("[{tag}] IKE SA without an SPI: {sa}"))
+            .to_string()
+    };
     assert!(
         list.contains(&spi(&sa["spi_i"])) && list.contains(&spi(&sa["spi_r"])),
         "[{tag}] strongSwan does not list the rekeyed IKE SA {}_i {}_r:\n{list}",

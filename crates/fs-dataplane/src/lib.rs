@@ -27,7 +27,9 @@ mod sock;
 pub mod tables;
 mod tunout;
 
-pub use tables::{GlobalCounters, InboundEntry, OutboundEntry, Policy, PolicyAction, Tables};
+pub use tables::{
+    GlobalCounters, InboundEntry, OutboundEntry, PeerTrack, Policy, PolicyAction, Tables,
+};
 
 use crossbeam_channel::Sender;
 use fs_esp::ip::PacketInfo;
@@ -82,6 +84,10 @@ pub enum DpMessage {
     },
     /// A packet matched a trap policy without SA.
     Acquire { conn: String, child: String },
+    /// Authenticated ESP-in-UDP (decapsulated: ICV and replay checks passed) of inbound SA
+    /// `spi_in` came from `remote`, not from where the peer was expected (NAT rebinding).
+    /// At most once a second per SA ([`tables::PEER_NOTIFY_INTERVAL_MS`]).
+    PeerEndpoint { spi_in: u32, remote: SocketAddr },
 }
 
 struct UdpSock {
@@ -726,7 +732,9 @@ impl Worker {
                 }
             };
             let sad = sh.tables.sad();
+            let peers = sh.tables.peers();
             let mut cache = SaCache::default();
+            let mut peer_cache = None;
             for i in 0..k {
                 let n = rb.lens[i];
                 let Some(from) = rb.src(i) else {
@@ -746,15 +754,23 @@ impl Worker {
                         GlobalCounters::inc(&sh.counters.nat_keepalives);
                     } else if d.len() >= 4 && d[..4] == NON_ESP_MARKER {
                         self.ike_to_control(s.local, from, d[4..].to_vec());
-                    } else if let Some(r) = self.inbound_esp(&sad, &mut cache, d, from) {
-                        self.pending.push(tunout::Pending {
-                            buf: i,
-                            start: ci * seg + r.start,
-                            len: r.len(),
-                        });
+                    } else {
+                        let spi = d
+                            .get(..4)
+                            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                        if let Some(r) = self.inbound_esp(&sad, &mut cache, d, from) {
+                            // authenticated: the peer may have moved (NAT rebinding)
+                            note_peer(&sh, &peers, &mut peer_cache, spi, from);
+                            self.pending.push(tunout::Pending {
+                                buf: i,
+                                start: ci * seg + r.start,
+                                len: r.len(),
+                            });
+                        }
                     }
                 }
             }
+            drop(peers);
             drop(sad);
             self.flush_tun(&rb.bufs);
         }
@@ -976,6 +992,38 @@ impl Worker {
             return None;
         }
         Some(d.inner)
+    }
+}
+
+/// After an AUTHENTICATED ESP-in-UDP packet of inbound SA `spi` from `from`: if the SA is
+/// tracked and the source differs from the expected one, tell the control thread (rate
+/// limited per SA, see [`PeerTrack::observe`]). `cache` keeps the last tracker looked up in
+/// the batch; the common case is one SPI comparison and one atomic load.
+#[inline]
+fn note_peer<'p>(
+    sh: &Shared,
+    peers: &'p HashMap<u32, PeerTrack>,
+    cache: &mut Option<(u32, Option<&'p PeerTrack>)>,
+    spi: u32,
+    from: SocketAddr,
+) {
+    let t = match *cache {
+        Some((s, t)) if s == spi => t,
+        _ => {
+            let t = peers.get(&spi);
+            *cache = Some((spi, t));
+            t
+        }
+    };
+    let Some(t) = t else { return };
+    let now_ms = || u64::try_from(sh.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if t.observe(from, now_ms) {
+        debug!("SPI {spi:08x}: authenticated ESP from new peer address {from}");
+        GlobalCounters::inc(&sh.counters.peer_moves);
+        let _ = sh.tx.send(DpMessage::PeerEndpoint {
+            spi_in: spi,
+            remote: from,
+        });
     }
 }
 

@@ -5,7 +5,7 @@ use fs_wire::ts::TrafficSelector;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Where and how to send the ESP packets of an outbound SA.
 #[derive(Clone)]
@@ -116,11 +116,108 @@ impl InboundEntry {
     }
 }
 
+/// Minimum interval between two peer-endpoint notifications for the same inbound SA.
+pub const PEER_NOTIFY_INTERVAL_MS: u64 = 1000;
+
+/// The peer's outer address as seen on the authenticated ESP-in-UDP packets of one inbound
+/// SA (NAT rebinding detection, RFC 3948 / RFC 7296 2.23). The receive path compares the
+/// source of each packet that passed decapsulation (ICV and replay checks) with `key`, one
+/// atomic load; only on a mismatch it takes the slow path ([`PeerTrack::observe`]).
+pub struct PeerTrack {
+    /// [`addr_key`] of `remote`.
+    key: AtomicU64,
+    /// Where the peer's ESP is expected from (the outbound remote, or the last observed).
+    remote: Mutex<SocketAddr>,
+    /// Data-plane clock (ms, +1) of the last notification; 0 = never.
+    last_notify_ms: AtomicU64,
+    /// Source changes observed (and reported) on this SA.
+    pub changes: AtomicU64,
+}
+
+/// A 64-bit comparison key of a socket address: exact for IPv4, a hash for IPv6 (a
+/// collision only delays following a move until the next IKE message).
+fn addr_key(a: SocketAddr) -> u64 {
+    match a {
+        SocketAddr::V4(v) => {
+            (1 << 63) | (u64::from(u32::from(*v.ip())) << 16) | u64::from(a.port())
+        }
+        SocketAddr::V6(v) => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in v.ip().octets().iter().chain(&a.port().to_be_bytes()) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            h & !(1 << 63)
+        }
+    }
+}
+
+impl PeerTrack {
+    /// Expect the peer's ESP from `remote`.
+    pub fn new(remote: SocketAddr) -> Self {
+        PeerTrack {
+            key: AtomicU64::new(addr_key(remote)),
+            remote: Mutex::new(remote),
+            last_notify_ms: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Where the peer's ESP is expected from now.
+    pub fn remote(&self) -> SocketAddr {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Expect the peer from `remote` (the control thread moved the SA), without notifying.
+    pub fn set_remote(&self, remote: SocketAddr) {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = remote;
+        self.key.store(addr_key(remote), Ordering::Relaxed);
+    }
+
+    /// An AUTHENTICATED packet (decapsulated: ICV and replay checks passed) came from
+    /// `from`; `now_ms` gives the data-plane time (only read on a mismatch). Returns true if the control thread should be told
+    /// (the source differs from the expected one, and the last notification for this SA is
+    /// at least [`PEER_NOTIFY_INTERVAL_MS`] old); the new source is then recorded. While
+    /// rate limited nothing is recorded, so a later packet reports it again.
+    #[inline]
+    pub fn observe(&self, from: SocketAddr, now_ms: impl FnOnce() -> u64) -> bool {
+        let k = addr_key(from);
+        if self.key.load(Ordering::Relaxed) == k {
+            return false;
+        }
+        self.observe_slow(from, k, now_ms().saturating_add(1))
+    }
+
+    #[cold]
+    fn observe_slow(&self, from: SocketAddr, k: u64, now: u64) -> bool {
+        let last = self.last_notify_ms.load(Ordering::Relaxed);
+        if last != 0 && now < last.saturating_add(PEER_NOTIFY_INTERVAL_MS) {
+            return false;
+        }
+        if self
+            .last_notify_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false; // another reader reports it
+        }
+        let mut g = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        self.key.store(k, Ordering::Relaxed);
+        if *g == from {
+            return false;
+        }
+        *g = from;
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
 /// The shared SPD and SAD.
 #[derive(Default)]
 pub struct Tables {
     spd: RwLock<Vec<Policy>>,
     sad: RwLock<HashMap<u32, InboundEntry>>,
+    /// Peer-endpoint tracking of UDP-encapsulated inbound SAs, by inbound SPI.
+    peers: RwLock<HashMap<u32, PeerTrack>>,
 }
 
 // A poisoned lock only means a thread panicked while holding it; the data is still usable.
@@ -216,6 +313,30 @@ impl Tables {
         found
     }
 
+    /// Read access to the peer-endpoint trackers (UDP-encapsulated inbound SAs, by SPI).
+    pub fn peers(&self) -> RwLockReadGuard<'_, HashMap<u32, PeerTrack>> {
+        r(&self.peers)
+    }
+
+    /// Track the source of the authenticated ESP-in-UDP of inbound SA `spi_in`, expected
+    /// from `remote`; a different source is reported as [`crate::DpMessage::PeerEndpoint`].
+    /// Replaces an existing tracker.
+    pub fn track_peer(&self, spi_in: u32, remote: SocketAddr) {
+        w(&self.peers).insert(spi_in, PeerTrack::new(remote));
+    }
+
+    /// The control thread moved inbound SA `spi_in`'s peer to `remote`: expect it there
+    /// (no report). Returns true if the SA is tracked.
+    pub fn set_peer_remote(&self, spi_in: u32, remote: SocketAddr) -> bool {
+        match r(&self.peers).get(&spi_in) {
+            Some(t) => {
+                t.set_remote(remote);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Highest sequence number used by outbound SA `spi_out` (None if not installed).
     pub fn outbound_seq(&self, spi_out: u32) -> Option<u64> {
         r(&self.spd).iter().find_map(|p| match &p.action {
@@ -232,6 +353,7 @@ impl Tables {
     /// Remove a CHILD_SA by its SPIs. Returns true if anything was removed.
     pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> bool {
         let a = w(&self.sad).remove(&spi_in).is_some();
+        w(&self.peers).remove(&spi_in);
         let mut spd = w(&self.spd);
         let before = spd.len();
         spd.retain(|p| p.spi_out() != Some(spi_out));
@@ -241,6 +363,7 @@ impl Tables {
     /// Remove every SA policy and SA (keeps configured policies).
     pub fn clear_sas(&self) {
         w(&self.sad).clear();
+        w(&self.peers).clear();
         w(&self.spd).retain(|p| p.spi_out().is_none());
     }
 
@@ -275,6 +398,8 @@ pub struct GlobalCounters {
     /// Oversized packets (more than the tunnel MTU, DF or IPv6) answered with ICMP
     /// frag-needed / ICMPv6 packet-too-big written back into the TUN device.
     pub pmtu_icmp: AtomicU64,
+    /// Authenticated ESP-in-UDP from a new peer address reported to the control thread.
+    pub peer_moves: AtomicU64,
 }
 
 impl GlobalCounters {
@@ -303,6 +428,7 @@ impl GlobalCounters {
             ("nat_keepalives", g(&self.nat_keepalives)),
             ("acquires", g(&self.acquires)),
             ("pmtu_icmp", g(&self.pmtu_icmp)),
+            ("peer_moves", g(&self.peer_moves)),
         ]
         .into_iter()
         .collect()
@@ -379,5 +505,39 @@ mod tests {
         assert!(t.sad().is_empty());
         assert_eq!(t.sa_counters(0x100, 0x200), (None, None));
         assert!(!t.remove_child(0x100, 0x200));
+    }
+
+    #[test]
+    fn peer_track_reports_changes_rate_limited() {
+        let old: SocketAddr = "2.2.2.2:4500".parse().unwrap();
+        let new: SocketAddr = "2.2.2.2:31337".parse().unwrap();
+        let t = PeerTrack::new(old);
+        assert!(!t.observe(old, || 0), "expected source: fast path, nothing");
+        assert!(t.observe(new, || 10), "new source reported");
+        assert_eq!(t.remote(), new);
+        assert!(!t.observe(new, || 20), "recorded: not again");
+        // Flapping back within the interval: suppressed, nothing recorded ...
+        assert!(!t.observe(old, || 500));
+        assert_eq!(t.remote(), new);
+        // ... reported once the interval passed.
+        assert!(t.observe(old, || 10 + PEER_NOTIFY_INTERVAL_MS));
+        assert_eq!(t.remote(), old);
+        assert_eq!(t.changes.load(Ordering::Relaxed), 2);
+        // Moved by the control thread: no report for the new address.
+        t.set_remote(new);
+        assert!(!t.observe(new, || 5000));
+        // IPv6 keys
+        let a6: SocketAddr = "[2001:db8::1]:4500".parse().unwrap();
+        let b6: SocketAddr = "[2001:db8::1]:4501".parse().unwrap();
+        assert_ne!(addr_key(a6), addr_key(b6));
+        assert_ne!(addr_key(a6), addr_key(old));
+        // Tables: tracked per inbound SPI, removed with the SA.
+        let tb = Tables::new();
+        tb.track_peer(0x100, old);
+        assert!(tb.set_peer_remote(0x100, new));
+        assert!(!tb.set_peer_remote(0x101, new));
+        assert_eq!(tb.peers().get(&0x100).map(|p| p.remote()), Some(new));
+        tb.remove_child(0x100, 0x200);
+        assert!(tb.peers().is_empty());
     }
 }

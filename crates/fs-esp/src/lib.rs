@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod ip;
+pub mod mtu;
 pub mod replay;
 pub mod sa;
 
 pub use fs_crypto::{EncrAlg, IntegAlg};
 pub use ip::PacketInfo;
+pub use mtu::{esp_overhead, tunnel_mtu, tunnel_overhead};
 pub use replay::ReplayWindow;
 pub use sa::{Counters, Decapsulated, EspError, InboundSa, Mode, OutboundSa, SaConfig, NH_NO_NEXT};
 

@@ -465,6 +465,9 @@ struct IkeSa {
     reauth_of: Option<u64>,
     /// A reauthentication of this IKE SA is in progress (unique id of the new IKE SA).
     reauth_by: Option<u64>,
+    /// Authenticated ESP came from this new address ([`Endpoint::note_peer_endpoint`]): the
+    /// next liveness check goes there; its authenticated answer moves the IKE SA.
+    probe_remote: Option<SocketAddr>,
 }
 
 impl IkeSa {
@@ -528,6 +531,7 @@ impl IkeSa {
             reauth_at: None,
             reauth_of: None,
             reauth_by: None,
+            probe_remote: None,
         }
     }
 }
@@ -1256,6 +1260,67 @@ impl Endpoint {
         self.finish(sa, Outcome::Keep, now);
     }
 
+    /// The data plane saw authenticated ESP (ICV and replay checks passed) of the CHILD_SA
+    /// with inbound SPI `spi_in` arrive from `remote`, which differs from where its outbound
+    /// ESP goes (NAT rebinding seen on ESP, like an XFRM mapping change). Followed under the
+    /// same rule as authenticated IKE messages ([`Endpoint::handle_datagram`], RFC 7296 2.23):
+    /// only on an established IKE SA with the peer behind a NAT, and either we are not behind
+    /// one or we are the responder. Then the ESP of all CHILD_SAs of that IKE SA goes to
+    /// `remote` at once ([`Event::PeerEndpointChanged`], RFC 3948 behaviour), while the IKE
+    /// SA's own address only follows an authenticated IKE message: a liveness check
+    /// (empty INFORMATIONAL) is sent to `remote` right away, and its answer moves the IKE SA.
+    /// Anything else (unknown SPI, no NAT, unchanged address) is ignored.
+    pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: u32, remote: SocketAddr) {
+        let Some(spi) = self
+            .sas
+            .iter()
+            .find(|(_, s)| s.child_by_in(spi_in).is_some())
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let Some(mut sa) = self.sas.remove(&spi) else {
+            return;
+        };
+        let follow = sa.active()
+            && sa.udp_encap()
+            && sa.nat_remote
+            && (!sa.nat_local || !sa.initiator)
+            && remote.port() != 0
+            && remote.is_ipv4() == sa.remote.is_ipv4();
+        let moved = sa.children.iter().any(|c| c.sa.remote != remote);
+        if follow && moved {
+            info!(
+                "IKE_SA {}[{}]: peer's ESP arrives from {remote} (was {}), NAT rebinding: moving CHILD_SAs, checking liveness",
+                sa.conn.name,
+                sa.id,
+                sa.children.first().map(|c| c.sa.remote).unwrap_or(sa.remote)
+            );
+            for c in &mut sa.children {
+                c.sa.remote = remote;
+            }
+            self.stats.peer_endpoint_changes += 1;
+            self.events.push_back(Event::PeerEndpointChanged {
+                ike_sa: sa.id,
+                conn: sa.conn.name.clone(),
+                remote,
+            });
+            if sa.remote != remote {
+                sa.probe_remote = Some(remote);
+                if !sa.tasks.contains(&Task::Dpd) {
+                    sa.last_rx = sa.last_rx.max(now);
+                    sa.tasks.push_back(Task::Dpd);
+                }
+            }
+        } else if !follow && moved {
+            debug!(
+                "IKE_SA {}[{}]: ESP from {remote} ignored (no NAT rebinding to follow)",
+                sa.conn.name, sa.id
+            );
+        }
+        self.finish(sa, Outcome::Keep, now);
+    }
+
     fn child_counters(&mut self, sa: &mut IkeSa, now: Instant, i: usize, c: ChildCounters) {
         let Some(ch) = sa.children.get_mut(i) else {
             return;
@@ -1623,7 +1688,14 @@ impl Endpoint {
         if let Some(i) = sa.tasks.iter().position(|t| *t == Task::Dpd) {
             sa.tasks.remove(i);
             debug!("IKE_SA {}[{}]: sending DPD", sa.conn.name, sa.id);
+            // After an ESP-observed NAT rebinding the check goes to the new address (its
+            // retransmissions too); only its authenticated answer moves the IKE SA there.
+            let ike_remote = sa.remote;
+            if let Some(p) = sa.probe_remote.take() {
+                sa.remote = p;
+            }
             self.send_request(sa, now, exchange::INFORMATIONAL, Vec::new(), ReqKind::Dpd);
+            sa.remote = ike_remote;
         }
     }
 
@@ -2791,6 +2863,7 @@ impl Endpoint {
         let old = sa.remote;
         sa.local = local;
         sa.remote = remote;
+        sa.probe_remote = None;
         if let Some(p) = sa.pending.as_mut() {
             // Retransmissions follow too.
             p.local = local;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod cases;
 mod dos;
+mod esp_nat;
 mod frag;
 mod lifecycle;
 mod nat;
