@@ -1243,15 +1243,7 @@ impl Endpoint {
     /// (RFC 4303 3.3.3: the sequence number MUST NOT cycle); `life_bytes`/`life_packets` and
     /// [`SEQ_HARD_LIMIT`] delete the SA.
     pub fn note_child_counters(&mut self, now: Instant, spi_in: u32, c: ChildCounters) {
-        let Some(spi) = self
-            .sas
-            .iter()
-            .find(|(_, s)| s.child_by_in(spi_in).is_some())
-            .map(|(k, _)| *k)
-        else {
-            return;
-        };
-        let Some(mut sa) = self.sas.remove(&spi) else {
+        let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
         if let Some(i) = sa.child_by_in(spi_in) {
@@ -1271,15 +1263,7 @@ impl Endpoint {
     /// (empty INFORMATIONAL) is sent to `remote` right away, and its answer moves the IKE SA.
     /// Anything else (unknown SPI, no NAT, unchanged address) is ignored.
     pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: u32, remote: SocketAddr) {
-        let Some(spi) = self
-            .sas
-            .iter()
-            .find(|(_, s)| s.child_by_in(spi_in).is_some())
-            .map(|(k, _)| *k)
-        else {
-            return;
-        };
-        let Some(mut sa) = self.sas.remove(&spi) else {
+        let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
         let follow = sa.active()
@@ -1395,21 +1379,27 @@ impl Endpoint {
         })
     }
 
+    /// Remove and return the IKE SA that has the CHILD_SA with inbound SPI `spi_in`
+    /// (only an established one if `established`); the caller hands it back via `finish`.
+    fn take_sa_with_child(&mut self, spi_in: u32, established: bool) -> Option<IkeSa> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, s)| {
+                (!established || s.state == State::Established) && s.child_by_in(spi_in).is_some()
+            })
+            .map(|(k, _)| *k)?;
+        self.sas.remove(&spi)
+    }
+
     fn with_child(
         &mut self,
         now: Instant,
         spi_in: u32,
         f: impl FnOnce(&mut IkeSa, usize),
     ) -> Result<(), IkeError> {
-        let spi = self
-            .sas
-            .iter()
-            .find(|(_, s)| s.state == State::Established && s.child_by_in(spi_in).is_some())
-            .map(|(k, _)| *k)
-            .ok_or(IkeError::UnknownChildSa(spi_in))?;
         let mut sa = self
-            .sas
-            .remove(&spi)
+            .take_sa_with_child(spi_in, true)
             .ok_or(IkeError::UnknownChildSa(spi_in))?;
         if let Some(i) = sa.child_by_in(spi_in) {
             f(&mut sa, i);
