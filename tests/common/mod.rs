@@ -1665,23 +1665,13 @@ pub fn wrong_psk(tag: &str, a: Impl, b: Impl) {
     pb.psk = "a-different-psk-9876543210".into();
     let gwb = Gw::start(b, &topo, &topo.gb, "gwB", &pb);
     let gwa = Gw::start(a, &topo, &topo.ga, "gwA", &GwParams::a("aes256gcm16"));
-    let r = gwa.initiate();
-    let err = match r {
-        Ok(o) => panic!("[{tag}] initiation with a wrong PSK succeeded: {o}"),
-        Err(e) => e,
-    };
-    if a == Impl::Ferroswan {
-        assert!(
-            err.contains("AUTHENTICATION_FAILED"),
-            "[{tag}] `ferroswan up` failed without AUTHENTICATION_FAILED: {err}"
-        );
-    }
-    expect_in_log(tag, &gwa, &["AUTHENTICATION_FAILED"]);
-    expect_in_log(tag, &gwb, &["AUTHENTICATION_FAILED", "AUTH_FAILED"]);
-    gwa.wait_no_sa(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    gwb.wait_no_sa(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
+    expect_setup_failure(
+        tag,
+        &gwa,
+        &gwb,
+        "AUTHENTICATION_FAILED",
+        &["AUTHENTICATION_FAILED", "AUTH_FAILED"],
+    );
 }
 
 /// No common IKE proposal: NO_PROPOSAL_CHOSEN on both sides, no SA.
@@ -1701,18 +1691,31 @@ pub fn no_proposal(tag: &str, a: Impl, b: Impl) {
     }
     let gwb = Gw::start(b, &topo, &topo.gb, "gwB", &pb);
     let gwa = Gw::start(a, &topo, &topo.ga, "gwA", &pa);
+    expect_setup_failure(
+        tag,
+        &gwa,
+        &gwb,
+        "NO_PROPOSAL_CHOSEN",
+        &["NO_PROPOSAL_CHOSEN", "N(NO_PROP)"],
+    );
+}
+
+/// Initiating from `gwa` must fail: a ferroswan initiator reports `reason` (its `up` error),
+/// the initiator's log names `reason`, the responder's log one of `responder_needles`, and
+/// neither side keeps an SA.
+fn expect_setup_failure(tag: &str, gwa: &Gw, gwb: &Gw, reason: &str, responder_needles: &[&str]) {
     let err = match gwa.initiate() {
-        Ok(o) => panic!("[{tag}] initiation without a common proposal succeeded: {o}"),
+        Ok(o) => panic!("[{tag}] initiation succeeded despite {reason}: {o}"),
         Err(e) => e,
     };
-    if a == Impl::Ferroswan {
+    if matches!(gwa, Gw::Fs(_)) {
         assert!(
-            err.contains("NO_PROPOSAL_CHOSEN"),
-            "[{tag}] `ferroswan up` failed without NO_PROPOSAL_CHOSEN: {err}"
+            err.contains(reason),
+            "[{tag}] `ferroswan up` failed without {reason}: {err}"
         );
     }
-    expect_in_log(tag, &gwa, &["NO_PROPOSAL_CHOSEN"]);
-    expect_in_log(tag, &gwb, &["NO_PROPOSAL_CHOSEN", "N(NO_PROP)"]);
+    expect_in_log(tag, gwa, &[reason]);
+    expect_in_log(tag, gwb, responder_needles);
     gwa.wait_no_sa(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("[{tag}] {e}"));
     gwb.wait_no_sa(Duration::from_secs(10))
