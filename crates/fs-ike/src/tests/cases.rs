@@ -653,6 +653,25 @@ fn endpoint_is_send() {
 
 #[test]
 fn log_lines() {
+    // tracing caches per-callsite interest globally: another test thread reaching a log
+    // callsite while no subscriber is installed can get it cached as disabled, and this
+    // thread-local capture then misses the line. Run the check alone in a child process of
+    // this test binary, where no other test runs.
+    const CHILD: &str = "FS_IKE_LOG_LINES_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::cases::log_lines", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "log_lines in a child process failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     use std::sync::{Arc, Mutex};
     #[derive(Clone)]
     struct W(Arc<Mutex<Vec<u8>>>);
