@@ -13,10 +13,11 @@ import json
 import sys
 
 run_dir, out = sys.argv[1], sys.argv[2]
-CASE_ORDER = ["plain", "ss-ss", "fs-fs", "fs-fs-encap", "fs-ss"]
+CASE_ORDER = ["plain", "ss-ss", "fs-fs", "fs-fs-raw", "fs-fs-encap", "fs-ss"]
 IMPL = {"plain": (None, None), "ss-ss": ("strongswan", "strongswan"),
-        "fs-fs": ("ferroswan", "ferroswan"), "fs-fs-encap": ("ferroswan", "ferroswan"), "fs-ss": ("ferroswan", "strongswan")}
-RATIOS = [("fs-fs", "ss-ss"), ("fs-fs-encap", "ss-ss"), ("fs-ss", "ss-ss"), ("fs-fs", "plain")]
+        "fs-fs": ("ferroswan", "ferroswan"), "fs-fs-raw": ("ferroswan", "ferroswan"),
+        "fs-fs-encap": ("ferroswan", "ferroswan"), "fs-ss": ("ferroswan", "strongswan")}
+RATIOS = [("fs-fs", "ss-ss"), ("fs-fs-raw", "ss-ss"), ("fs-fs-encap", "ss-ss"), ("fs-ss", "ss-ss"), ("fs-fs", "plain")]
 
 
 def ratio_ok(key):  # ratios are shown for throughput, pps, RTT and gateway CPU only
@@ -61,6 +62,8 @@ for (c, s), row in rows.items():
         for kind in ("idle", "load"):
             a, b = m.get(f"rtt_{kind}_avg_ms"), plain["metrics"].get(f"rtt_{kind}_avg_ms")
             m[f"rtt_{kind}_added_ms"] = round(a - b, 3) if a is not None and b is not None else None
+        a, b = m.get("rtt_idle_median_ms"), plain["metrics"].get("rtt_idle_median_ms")
+        m["rtt_idle_median_added_ms"] = round(a - b, 3) if a is not None and b is not None else None
     if row["status"] != "OK":          # INVALID/FAIL rows are not counted
         for k in list(m):
             m[k] = None
@@ -76,7 +79,8 @@ for sz in udp_sizes:
     METRICS += [(f"udp{sz}_pps", f"UDP {sz} B rx pkt/s"), (f"udp{sz}_loss_pct", f"UDP {sz} B loss %"),
                 (f"udp{sz}_tx_pps", f"UDP {sz} B tx pkt/s")]
 METRICS += [("rtt_idle_min_ms", "RTT idle min ms"), ("rtt_idle_avg_ms", "RTT idle avg ms"),
-            ("rtt_idle_added_ms", "RTT idle added ms"), ("rtt_load_avg_ms", "RTT under load avg ms"),
+            ("rtt_idle_added_ms", "RTT idle added ms"), ("rtt_idle_median_ms", "RTT idle median ms"),
+            ("rtt_idle_median_added_ms", "RTT idle median added ms"), ("rtt_load_avg_ms", "RTT under load avg ms"),
             ("rtt_load_added_ms", "RTT load added ms"), ("cpu_gwA_pct", "CPU gwA % of 1 core"),
             ("cpu_gwB_pct", "CPU gwB % of 1 core"), ("host_cpu_busy_pct", "host CPU busy % (all)")]
 

@@ -8,14 +8,17 @@
 # measures, hostA -> hostB, these cases (CASES):
 #   plain   no tunnel, the gateways route the private nets in clear (baseline)
 #   ss-ss   strongSwan <-> strongSwan   (charon 5.9, kernel-libipsec = userspace ESP over TUN)
-#   fs-fs   ferroswan  <-> ferroswan    (release build)
+#   fs-fs   ferroswan  <-> ferroswan    (release build, default config: `encap = "auto"`, so
+#           the two ferroswan peers negotiate ESP in UDP 4500 for UDP GSO/GRO)
+#   fs-fs-raw  ferroswan <-> ferroswan with `encap = false`: raw ESP (IP protocol 50), as
+#           with any peer that is not a ferroswan when there is no NAT
 #   fs-ss   ferroswan (gwA, initiator) <-> strongSwan (gwB)
-#   fs-fs-encap  ferroswan <-> ferroswan with `encap = true` (ESP in UDP 4500; opt-in case)
+#   fs-fs-encap  ferroswan <-> ferroswan with `encap = true` (forced UDP; opt-in case)
 # for each ESP suite (SUITES), IKE proposal $IKE_PROPOSAL. Per case and suite:
 #   - tunnel cases first prove on gwA's outside link (tcpdump + tshark, during a ping and a 1 s
 #     iperf3) that the traffic is ESP (raw or UDP 4500) and that no 192.168.x.x packet crosses
 #     in clear; otherwise the row is INVALID and not measured;
-#   - RTT at idle (ping -c 20 -i 0.05), iperf3 TCP 1 stream (with a ping running: RTT under
+#   - RTT at idle (ping -c 50 -i 0.05: min, avg, median), iperf3 TCP 1 stream (with a ping running: RTT under
 #     load; and each gateway process's CPU = utime+stime from /proc/PID/stat, % of one core),
 #     TCP 4 streams (-P 4), UDP packets/s at each payload size of UDP_SIZES (-u -b 0 -l SIZE).
 # Output: raw figures in bench/results/<timestamp>.json (or $RESULTS), a table on stdout
@@ -26,7 +29,7 @@
 # Env knobs:
 #   DURATION=8         seconds per iperf3 run
 #   SUITES="aes256gcm16 chacha20poly1305 aes256-sha256"   ESP proposals (strongSwan syntax)
-#   CASES="plain ss-ss fs-fs fs-ss"                        subset/order of cases
+#   CASES="plain ss-ss fs-fs fs-fs-raw fs-ss"              subset/order of cases
 #   IKE_PROPOSAL=aes256gcm16-prfsha256-x25519
 #   UDP_SIZES="64 1400"  UDP payload sizes (NB: 1400 B payload = 1428 B IP packets, more than
 #                        the 1400 B tunnel MTU: hostA fragments them in two)
@@ -48,7 +51,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # ---------------------------------------------------------------- knobs
 SMOKE=${SMOKE:-}
 SUITES=${SUITES:-"aes256gcm16 chacha20poly1305 aes256-sha256"}
-CASES=${CASES:-"plain ss-ss fs-fs fs-ss"}
+CASES=${CASES:-"plain ss-ss fs-fs fs-fs-raw fs-ss"}
 IKE_PROPOSAL=${IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}
 UDP_SIZES=${UDP_SIZES:-"64 1400"}
 TUN_MTU=${TUN_MTU:-1400}
@@ -224,7 +227,7 @@ gw_start() {
     swanctl_i "$side" --load-all --noprompt > "$dir/load.log" 2>&1 || { log "swanctl --load-all gw$side failed"; cat "$dir/load.log" >&2; return 1; }
   else
     [ -z "$BIN_NOTE" ] || { log "$BIN_NOTE"; return 1; }
-    export ENCAP=${ENCAP:-false}
+    export ENCAP=${ENCAP:-'"auto"'}
     export CONTROL_SOCKET=$dir/ctl.sock LOCAL_ADDR=$local_addr REMOTE_ADDR=$remote_addr \
            LOCAL_ID=$local_id REMOTE_ID=$remote_id LOCAL_TS=$local_ts REMOTE_TS=$remote_ts
     envsubst < "$BENCH/conf/ferroswan.toml.tmpl" > "$dir/ferroswan.toml"
@@ -271,9 +274,12 @@ cpu_ticks() {  # PID... -> utime+stime (clock ticks) summed; all threads of a pr
 }
 host_cpu() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8+$9, $5+$6}' /proc/stat; }  # busy idle (ticks, all cores)
 
-ping_stats() {  # COUNT INTERVAL OUTFILE -> "min avg" (ms)
-  nsx $NS_HA ping -q -n -c "$1" -i "$2" -W 1 $HB_IP > "$3" 2>&1 || true
-  awk -F'[/ =]+' '/^(rtt|round-trip)/ {print $6, $7; found=1} END {if (!found) print "null null"}' "$3"
+ping_stats() {  # COUNT INTERVAL OUTFILE -> "min avg median" (ms)
+  nsx $NS_HA ping -n -c "$1" -i "$2" -W 1 $HB_IP > "$3" 2>&1 || true
+  local med
+  med=$(sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' "$3" | sort -g |
+        awk '{v[NR]=$1} END {if (NR == 0) print "null"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}')
+  awk -F'[/ =]+' -v med="$med" '/^(rtt|round-trip)/ {print $6, $7, med; found=1} END {if (!found) print "null null null"}' "$3"
 }
 
 iperf_client() {  # JSONFILE SECONDS ARGS... -- one-shot server on hostB, client on hostA (bounded)
@@ -313,8 +319,9 @@ PY
 # measure CASE SUITE DIR -- all the figures of one row (gateways already running if a tunnel)
 measure() {
   local case=$1 suite=$2 dir=$3 min avg idle mbps retr pps loss txpps
-  read -r min avg < <(ping_stats 20 0.05 "$dir/ping-idle.txt")
+  read -r min avg med < <(ping_stats 50 0.05 "$dir/ping-idle.txt")
   put "$case" "$suite" rtt_idle_min_ms "$min"; put "$case" "$suite" rtt_idle_avg_ms "$avg"; idle=$avg
+  put "$case" "$suite" rtt_idle_median_ms "$med"
 
   # TCP 1 stream, with a ping running (RTT under load) and CPU accounting around it
   local a0 b0 h0 h1 t0 t1 a1 b1 ppid
@@ -360,7 +367,9 @@ PY
 
 # verify_esp CASE SUITE DIR -- capture on gwA's outside link during a ping and a short iperf3
 # TCP transfer (2 MB, so the capture stays small and tshark fast):
-# returns 0 if ESP was seen and no 192.168.x.x packet, 1 if no ESP/no traffic, 2 if cleartext leaked.
+# returns 0 if ESP was seen and no 192.168.x.x packet, 1 if no ESP/no traffic, 2 if cleartext leaked,
+# 3 if the ESP was not encapsulated as the case says (fs-fs-raw: raw only; other cases: UDP only,
+# strongSwan's kernel-libipsec always encapsulates).
 verify_esp() {
   local case=$1 suite=$2 dir=$3 tpid ok
   ip netns exec $NS_GA tcpdump -Z root -U -n -s 200 -i ga-out -w "$dir/verify.pcap" > /dev/null 2> "$dir/tcpdump.log" &
@@ -388,14 +397,19 @@ verify_esp() {
   log "$case $suite verify: ping_ok=$ok esp=$esp (udp-encap $espudp) cleartext_192.168=$clear ike=$ike"
   [ "$clear" -eq 0 ] || return 2
   [ "$ok" = 1 ] && [ "$esp" -gt 0 ] || return 1
+  case $case in
+    fs-fs-raw) [ "$espudp" -eq 0 ] || return 3 ;;
+    *) [ "$espudp" -eq "$esp" ] || return 3 ;;
+  esac
   return 0
 }
 
 # run_tunnel CASE SUITE -- one tunnel row: start, initiate, verify, measure, stop
 run_tunnel() {
   local case=$1 suite=$2 dir=$RUN/$1-$2 impl_a impl_b rc
-  ENCAP=false
+  ENCAP='"auto"'
   case $case in ss-ss) impl_a=ss; impl_b=ss ;; fs-fs) impl_a=fs; impl_b=fs ;; fs-ss) impl_a=fs; impl_b=ss ;;
+    fs-fs-raw) impl_a=fs; impl_b=fs; ENCAP=false ;;
     fs-fs-encap) impl_a=fs; impl_b=fs; ENCAP=true ;;
     *) row "$case" "$suite" FAIL "unknown case"; return ;; esac
   mkdir -p "$dir"
@@ -414,8 +428,11 @@ run_tunnel() {
   fi
   rc=0; verify_esp "$case" "$suite" "$dir" || rc=$?
   if [ $rc -ne 0 ]; then
-    [ $rc -eq 2 ] && row "$case" "$suite" INVALID "CLEARTEXT LEAK on the outside link" \
-                  || row "$case" "$suite" INVALID "no ESP seen on the outside link"
+    case $rc in
+      2) row "$case" "$suite" INVALID "CLEARTEXT LEAK on the outside link" ;;
+      3) row "$case" "$suite" INVALID "ESP not encapsulated as the case says (see the verify line)" ;;
+      *) row "$case" "$suite" INVALID "no ESP seen on the outside link" ;;
+    esac
     gw_stop A; gw_stop B; return
   fi
   measure "$case" "$suite" "$dir"

@@ -102,6 +102,14 @@ enum RawTunMtu {
     Text(String),
 }
 
+/// `encap`: `true` (always UDP), `false` (UDP only behind NAT) or `"auto"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum RawEncap {
+    Bool(bool),
+    Text(String),
+}
+
 /// `[limits]`: responder DoS limits (fs_ike::Limits), all optional.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -122,8 +130,7 @@ struct RawConn {
     remote_addrs: Vec<String>,
     remote_port: Option<u16>,
     proposals: Option<Vec<String>>,
-    #[serde(default)]
-    encap: bool,
+    encap: Option<RawEncap>,
     retransmit_timeout: Option<RawDuration>,
     retransmit_tries: Option<u32>,
     retransmit_base: Option<f64>,
@@ -861,6 +868,20 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         if children.is_empty() {
             return Err(ctx.err(format!("{p}.children"), "at least one child is required"));
         }
+        // encap: true = always ESP in UDP (fake NAT-D, like strongSwan `encap = yes`);
+        // false = RFC 7296 2.23 only (UDP when a NAT is detected); "auto" (default) = also
+        // UDP when the peer is a ferroswan that prefers it (both data planes get UDP GSO/GRO).
+        let (force_encap, prefer_udp_encap) = match &c.encap {
+            None => (false, true),
+            Some(RawEncap::Bool(b)) => (*b, false),
+            Some(RawEncap::Text(t)) if t == "auto" => (false, true),
+            Some(RawEncap::Text(t)) => {
+                return Err(ctx.err(
+                    format!("{p}.encap"),
+                    format!("invalid value {t:?} (true, false or \"auto\")"),
+                ))
+            }
+        };
         connections.push(ConnConfig {
             name: cname.clone(),
             local_addrs,
@@ -872,7 +893,8 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             ike_proposals,
             children,
             retransmit: rt,
-            force_encap: c.encap,
+            force_encap,
+            prefer_udp_encap,
             rekey_time,
             reauth_time,
             dpd_delay,
@@ -1017,6 +1039,24 @@ secret = "wrong"
         }
         let e = err(&with("1.5"));
         assert!(e.starts_with("t.toml: line "), "{e}");
+    }
+
+    #[test]
+    fn encap_values() {
+        let with = |v: &str| GOOD.replace("dpd_delay = 0", &format!("dpd_delay = 0\nencap = {v}"));
+        let flags = |text: &str| {
+            let c = p(text).unwrap();
+            let c = &c.ike.connections[0];
+            (c.force_encap, c.prefer_udp_encap)
+        };
+        assert_eq!(flags(GOOD), (false, true), "default is auto");
+        assert_eq!(flags(&with("\"auto\"")), (false, true));
+        assert_eq!(flags(&with("true")), (true, false));
+        assert_eq!(flags(&with("false")), (false, false));
+        assert_eq!(
+            err(&with("\"yes\"")),
+            "t.toml: connections.s2s.encap: invalid value \"yes\" (true, false or \"auto\")"
+        );
     }
 
     #[test]

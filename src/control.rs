@@ -150,6 +150,13 @@ pub fn format_status(st: &Value) -> String {
         if !algs.is_empty() {
             o += &format!("  {}\n", algs.join("/"));
         }
+        if sa
+            .get("udp_encap_preferred")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            o += "  ESP in UDP 4500 (both peers prefer UDP encapsulation)\n";
+        }
         o += &format!(
             "  established {}s ago{}\n",
             n(sa, "established_secs"),

@@ -44,6 +44,32 @@ fn fs_to_fs_aes256_sha256() {
     site_to_site("ffcbc", FS, FS, CBC);
 }
 
+/// `encap = false` on both: RFC 7296 2.23 behaviour, raw ESP (IP protocol 50) without a NAT
+/// (the default `"auto"` above negotiates ESP in UDP between two ferroswan peers).
+#[test]
+fn fs_to_fs_raw_esp_aes256gcm16() {
+    site_to_site_opts(
+        "ffraw",
+        FS,
+        FS,
+        GCM,
+        &[("FS_CONN_EXTRA", "encap = false")],
+        Wire::Raw,
+    );
+}
+
+#[test]
+fn fs_to_fs_raw_esp_aes256_sha256() {
+    site_to_site_opts(
+        "ffrawcbc",
+        FS,
+        FS,
+        CBC,
+        &[("FS_CONN_EXTRA", "encap = false")],
+        Wire::Raw,
+    );
+}
+
 // ---- (b) ferroswan initiator (gwA) <-> strongSwan responder (gwB) --------------------
 
 #[test]

@@ -1207,9 +1207,22 @@ pub enum Gw {
 
 impl Gw {
     pub fn start(kind: Impl, topo: &Topology, ns: &str, name: &str, p: &GwParams) -> Gw {
+        Self::start_opts(kind, topo, ns, name, p, &[])
+    }
+
+    /// Like `start`; `fs_opts` are template overrides for a ferroswan gateway (a strongSwan
+    /// one ignores them).
+    pub fn start_opts(
+        kind: Impl,
+        topo: &Topology,
+        ns: &str,
+        name: &str,
+        p: &GwParams,
+        fs_opts: &[(&str, &str)],
+    ) -> Gw {
         match kind {
             Impl::StrongSwan => Gw::Ss(StrongSwan::start(topo, ns, name, p)),
-            Impl::Ferroswan => Gw::Fs(Ferroswan::start(topo, ns, name, p)),
+            Impl::Ferroswan => Gw::Fs(Ferroswan::start_opts(topo, ns, name, p, fs_opts)),
         }
     }
 
@@ -1584,12 +1597,35 @@ impl Drop for Capture {
 /// `esp`, then check: SA state on both, ping both ways, a 2 MB TCP transfer whose bytes are
 /// verified, ESP on the outside link and no 192.168.x.x in clear there, and SA counters.
 pub fn site_to_site(tag: &str, a: Impl, b: Impl, esp: &str) {
+    site_to_site_opts(tag, a, b, esp, &[], Wire::Udp)
+}
+
+/// How ESP must look on the outside link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Every ESP packet in UDP 4500: strongSwan's kernel-libipsec always encapsulates, and
+    /// two ferroswan peers with the default `encap = "auto"` negotiate it.
+    Udp,
+    /// Raw IP protocol 50 only (two ferroswan peers with `encap = false`, no NAT).
+    Raw,
+}
+
+/// [`site_to_site`] with template overrides for the ferroswan gateways (`fs_opts`, see
+/// [`Ferroswan::start_opts`]) and the expected ESP encapsulation on the wire.
+pub fn site_to_site_opts(
+    tag: &str,
+    a: Impl,
+    b: Impl,
+    esp: &str,
+    fs_opts: &[(&str, &str)],
+    wire: Wire,
+) {
     if !prerequisites(tag) {
         return;
     }
     let topo = Topology::new(tag);
-    let gwb = Gw::start(b, &topo, &topo.gb, "gwB", &GwParams::b(esp));
-    let gwa = Gw::start(a, &topo, &topo.ga, "gwA", &GwParams::a(esp));
+    let gwb = Gw::start_opts(b, &topo, &topo.gb, "gwB", &GwParams::b(esp), fs_opts);
+    let gwa = Gw::start_opts(a, &topo, &topo.ga, "gwA", &GwParams::a(esp), fs_opts);
     eprintln!("[{tag}] gwA={a:?} gwB={b:?} ESP {esp}: initiating");
     let t0 = Instant::now();
     if let Err(e) = gwa.initiate() {
@@ -1646,6 +1682,16 @@ pub fn site_to_site(tag: &str, a: Impl, b: Impl, esp: &str) {
     assert!(
         esp_pkts >= 12 + 100,
         "[{tag}] only {esp_pkts} ESP packets on the outside link:\n{}",
+        cap.summary(30)
+    );
+    let want_udp = match wire {
+        Wire::Udp => esp_pkts,
+        Wire::Raw => 0,
+    };
+    assert_eq!(
+        udp_encap,
+        want_udp,
+        "[{tag}] expected {wire:?} ESP: {udp_encap} of {esp_pkts} ESP packets were in UDP:\n{}",
         cap.summary(30)
     );
 

@@ -77,6 +77,10 @@ pub struct ConnConfig {
     pub retransmit: RetransmitConfig,
     /// Always use UDP encapsulation for ESP (pretend NAT, like strongSwan `encap = yes`).
     pub force_encap: bool,
+    /// Negotiate UDP encapsulation with peers that prefer it too (a ferroswan private
+    /// notify in IKE_SA_INIT): a userspace data plane gets segmentation offload (UDP GSO/GRO)
+    /// only for UDP. Other peers ignore the notify and get raw ESP unless there is a NAT.
+    pub prefer_udp_encap: bool,
     /// IKE SA rekey interval (None = never); 0-10% random jitter is subtracted. Ignored when
     /// `reauth_time` is set: reauthentication replaces the IKE rekey.
     pub rekey_time: Option<Duration>,

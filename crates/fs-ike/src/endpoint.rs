@@ -183,6 +183,8 @@ pub struct IkeSaInfo {
     pub dh: Option<String>,
     pub nat_local: bool,
     pub nat_remote: bool,
+    /// Both peers prefer UDP-encapsulated ESP (ferroswan notify): ESP in UDP without a NAT.
+    pub udp_encap_preferred: bool,
     pub established_secs: u64,
     pub child_sas: Vec<ChildSaInfo>,
     /// Seconds until we start rekeying it (None: no rekey scheduled).
@@ -424,6 +426,8 @@ struct IkeSa {
     init_restarts: u32,
     nat_local: bool,
     nat_remote: bool,
+    /// Both peers announced FERROSWAN_UDP_ENCAP_PREFERRED: ESP goes in UDP without a NAT.
+    udp_pref: bool,
     next_req_id: u32,
     pending: Option<Pending>,
     to_create: VecDeque<String>,
@@ -506,6 +510,7 @@ impl IkeSa {
             init_restarts: 0,
             nat_local: false,
             nat_remote: false,
+            udp_pref: false,
             next_req_id: 0,
             pending: None,
             to_create: VecDeque::new(),
@@ -548,7 +553,7 @@ impl IkeSa {
         self.nat_local || self.nat_remote
     }
     fn udp_encap(&self) -> bool {
-        self.nat_any() || self.conn.force_encap || self.local.port() == NATT_PORT
+        self.nat_any() || self.conn.force_encap || self.udp_pref || self.local.port() == NATT_PORT
     }
     /// Lifecycle timers (rekeys, expiry, DPD, retries) run only on active established SAs.
     fn active(&self) -> bool {
@@ -704,6 +709,21 @@ fn notify_data(payloads: &[Payload], t: u16) -> Vec<&[u8]> {
             _ => None,
         })
         .collect()
+}
+
+/// Our FERROSWAN_UDP_ENCAP_PREFERRED notify (status type, magic data).
+fn udp_pref_notify() -> Payload {
+    Payload::notify(
+        nt::FERROSWAN_UDP_ENCAP_PREFERRED,
+        nt::FERROSWAN_UDP_ENCAP_MAGIC.to_vec(),
+    )
+}
+
+/// The peer announced FERROSWAN_UDP_ENCAP_PREFERRED with the right data (a private-use type
+/// that some other implementation might use differently is ignored without the magic).
+pub(crate) fn has_udp_pref(payloads: &[Payload]) -> bool {
+    notify_data(payloads, nt::FERROSWAN_UDP_ENCAP_PREFERRED)
+        .contains(&nt::FERROSWAN_UDP_ENCAP_MAGIC)
 }
 
 /// The payloads a message carries, looked up by type.
@@ -1186,6 +1206,7 @@ impl Endpoint {
                 dh: sa.suite.map(|s| s.dh.iana_name().to_string()),
                 nat_local: sa.nat_local,
                 nat_remote: sa.nat_remote,
+                udp_encap_preferred: sa.udp_pref,
                 established_secs: sa
                     .established_at
                     .map_or(0, |t| now.saturating_duration_since(t).as_secs()),
@@ -2252,6 +2273,9 @@ impl Endpoint {
                 Vec::new(),
             ));
         }
+        if sa.conn.prefer_udp_encap {
+            payloads.push(udp_pref_notify());
+        }
         let h = Self::header(sa, exchange::IKE_SA_INIT, 0, false);
         let data = Message {
             header: h,
@@ -2595,6 +2619,11 @@ impl Endpoint {
                 Vec::new(),
             ));
         }
+        // Both data planes prefer ESP in UDP: answer the notify; the initiator moves to 4500.
+        let udp_pref = conn.prefer_udp_encap && has_udp_pref(&msg.payloads);
+        if udp_pref {
+            payloads.push(udp_pref_notify());
+        }
         let rh = Header {
             spi_i,
             spi_r,
@@ -2631,6 +2660,7 @@ impl Endpoint {
             init_resp: resp.clone(),
             nat_local,
             nat_remote,
+            udp_pref,
             expected_req_id: 1,
             last_response: Some((0, resp)),
             half_open_deadline: Some(now + limits.half_open_timeout),
@@ -2780,15 +2810,16 @@ impl Endpoint {
             sa.nat_remote = !src.contains(&hr.as_slice());
             sa.nat_local = !dst.contains(&hl.as_slice());
         }
-        if sa.nat_any() || sa.conn.force_encap {
+        sa.udp_pref = sa.conn.prefer_udp_encap && has_udp_pref(pl);
+        if sa.nat_any() || sa.conn.force_encap || sa.udp_pref {
             // RFC 7296 2.23: continue on port 4500 from IKE_AUTH on.
             sa.local.set_port(NATT_PORT);
             if sa.remote.port() == IKE_PORT {
                 sa.remote.set_port(NATT_PORT);
             }
             debug!(
-                "IKE_SA {}[{}]: NAT local={} remote={}, switching to {}",
-                sa.conn.name, sa.id, sa.nat_local, sa.nat_remote, sa.remote
+                "IKE_SA {}[{}]: NAT local={} remote={} udp-preferred={}, switching to {}",
+                sa.conn.name, sa.id, sa.nat_local, sa.nat_remote, sa.udp_pref, sa.remote
             );
         }
         self.send_auth(sa, now)
@@ -3720,6 +3751,7 @@ impl Endpoint {
             }),
             nat_local: old.nat_local,
             nat_remote: old.nat_remote,
+            udp_pref: old.udp_pref,
             established_at: Some(now),
             remote_identity: old.remote_identity.clone(),
             rekey_count: old.rekey_count + 1,

@@ -78,6 +78,12 @@ pub mod notify_type {
     pub const MOBIKE_SUPPORTED: u16 = 16396;
     pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
     pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+    /// ferroswan private status type (RFC 7296 3.10.1 private-use range 40960-65535): "my
+    /// data plane prefers UDP-encapsulated ESP". Recognised only together with the data
+    /// [`FERROSWAN_UDP_ENCAP_MAGIC`]; unrecognised status types are ignored by other peers.
+    pub const FERROSWAN_UDP_ENCAP_PREFERRED: u16 = 62949;
+    /// The data that must accompany [`FERROSWAN_UDP_ENCAP_PREFERRED`].
+    pub const FERROSWAN_UDP_ENCAP_MAGIC: &[u8] = b"ferroswan:udp-encap:v1";
 
     /// The IANA name of a notify type, or `NOTIFY(<n>)` for one not listed here.
     pub fn notify_name(t: u16) -> String {
@@ -114,6 +120,7 @@ pub mod notify_type {
             MOBIKE_SUPPORTED => "MOBIKE_SUPPORTED",
             IKEV2_FRAGMENTATION_SUPPORTED => "IKEV2_FRAGMENTATION_SUPPORTED",
             SIGNATURE_HASH_ALGORITHMS => "SIGNATURE_HASH_ALGORITHMS",
+            FERROSWAN_UDP_ENCAP_PREFERRED => "FERROSWAN_UDP_ENCAP_PREFERRED",
             _ => return format!("NOTIFY({t})"),
         };
         s.to_string()

@@ -723,3 +723,59 @@ fn log_lines() {
             && x.contains("_i ")
             && x.contains("_o TS")));
 }
+
+/// Two ferroswan peers that both prefer UDP encapsulation put ESP in UDP 4500 without a NAT
+/// (and say so in the status); if only one side prefers it they use raw ESP on 500 as
+/// RFC 7296 2.23 has it.
+#[test]
+fn udp_encap_preference_needs_both_sides() {
+    for (pa, pb, want) in [
+        (true, true, true),
+        (true, false, false),
+        (false, true, false),
+    ] {
+        let (mut a, mut b) = pair();
+        a.prefer_udp_encap = pa;
+        b.prefer_udp_encap = pb;
+        let mut sim = Sim::new(a, b, 53);
+        sim.establish();
+        let (ca, cb) = (sim.nodes[0].children(), sim.nodes[1].children());
+        assert!(crosswise(&ca, &cb));
+        assert_eq!(
+            (ca[0].udp_encap, cb[0].udp_encap),
+            (want, want),
+            "{pa} {pb}"
+        );
+        let port = if want { 4500 } else { 500 };
+        assert_eq!(ca[0].remote.port(), port, "{pa} {pb}");
+        assert_eq!(cb[0].remote.port(), port, "{pa} {pb}");
+        let now = sim.now;
+        for ep in [&sim.nodes[0].ep, &sim.nodes[1].ep] {
+            let st = ep.status(now);
+            assert_eq!(st[0].udp_encap_preferred, want, "{pa} {pb}");
+            assert!(!st[0].nat_local && !st[0].nat_remote);
+        }
+    }
+}
+
+/// The private-use notify counts only with ferroswan's data (another implementation may use
+/// the same number for something else).
+#[test]
+fn udp_encap_notify_needs_the_magic() {
+    use crate::endpoint::has_udp_pref;
+    let n = |t: u16, d: &[u8]| Payload::notify(t, d.to_vec());
+    assert!(has_udp_pref(&[n(
+        nt::FERROSWAN_UDP_ENCAP_PREFERRED,
+        nt::FERROSWAN_UDP_ENCAP_MAGIC
+    )]));
+    assert!(!has_udp_pref(&[n(nt::FERROSWAN_UDP_ENCAP_PREFERRED, b"")]));
+    assert!(!has_udp_pref(&[n(
+        nt::FERROSWAN_UDP_ENCAP_PREFERRED,
+        b"other:v1"
+    )]));
+    assert!(!has_udp_pref(&[n(
+        nt::FERROSWAN_UDP_ENCAP_PREFERRED + 1,
+        nt::FERROSWAN_UDP_ENCAP_MAGIC
+    )]));
+    assert!(!has_udp_pref(&[]));
+}

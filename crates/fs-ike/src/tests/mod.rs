@@ -110,6 +110,7 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         }],
         retransmit: RetransmitConfig::default(),
         force_encap: false,
+        prefer_udp_encap: false,
         rekey_time: None,
         reauth_time: None,
         dpd_delay: None,
