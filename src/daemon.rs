@@ -659,6 +659,7 @@ impl Daemon {
                 ike_sa,
                 conn,
                 reason,
+                established,
             } => {
                 let line = match &reason {
                     CloseReason::Deleted { by_peer } => {
@@ -670,8 +671,10 @@ impl Daemon {
                     r => format!("IKE_SA {conn}[{ike_sa}] failed: {}", reason_str(r)),
                 };
                 debug!("{line}"); // logged by fs-ike
-                if reason == CloseReason::Timeout {
-                    // dpd_action = trap: the next matching packet re-initiates (acquire).
+                if reason == CloseReason::Timeout && established {
+                    // dpd_action = trap: the peer of a live SA went away; the next matching
+                    // packet re-initiates (acquire). A setup that timed out (e.g. `up` with
+                    // the peer absent) arms nothing; traps already armed stay armed.
                     self.set_dpd_trap(&conn, None, true);
                 }
                 // Drop any data-plane state the IKE layer may not have removed explicitly.

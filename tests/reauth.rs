@@ -201,3 +201,42 @@ fn dpd_trap_reinitiates_on_traffic() {
     assert_ne!(i0, i1);
     assert!(s.ss.established(), "[{tag}] strongSwan has no SA");
 }
+
+/// dpd_action = "trap" arms traps only when the peer of a live SA went away: an `up` that
+/// times out because the peer is absent arms nothing (start_action = "none"), so later
+/// traffic is dropped without acquires (no unsolicited IKE towards the absent peer).
+#[test]
+fn dpd_trap_not_armed_by_failed_setup() {
+    let tag = "radpdnotrap";
+    if !prerequisites(tag) {
+        return;
+    }
+    let topo = Topology::new(tag);
+    let fs_opts: &[(&str, &str)] =
+        &[("FS_CONN_EXTRA", "dpd_delay = \"3s\"\ndpd_action = \"trap\"")];
+    // no gwB at all: IKE_SA_INIT goes unanswered (2 s, then 2 retransmissions)
+    let fs = Ferroswan::start_opts(&topo, &topo.ga, "gwA", &GwParams::a(GCM), fs_opts);
+    let e = fs.up(CONN).expect_err("up without a peer must fail");
+    assert!(e.contains("TIMEOUT"), "[{tag}] {e}");
+    let c0 = fs.counters().unwrap_or_else(|e| panic!("[{tag}] {e}"));
+    assert!(ping(&topo.ha, HB_IP).is_err(), "[{tag}] ping without SA");
+    let c1 = fs.counters().unwrap_or_else(|e| panic!("[{tag}] {e}"));
+    let get = |c: &std::collections::BTreeMap<String, u64>, k: &str| {
+        *c.get(k)
+            .unwrap_or_else(|| panic!("[{tag}] no counter {k}: {c:?}"))
+    };
+    assert_eq!(
+        get(&c1, "acquires"),
+        get(&c0, "acquires"),
+        "[{tag}] acquire after a failed setup: {c0:?} -> {c1:?}"
+    );
+    assert!(
+        get(&c1, "no_sa") > get(&c0, "no_sa"),
+        "[{tag}] the ping was not dropped as no_sa: {c0:?} -> {c1:?}"
+    );
+    assert!(
+        !fs.log().contains("trap policy installed"),
+        "[{tag}] trap installed after a failed setup"
+    );
+    eprintln!("[{tag}] OK: {c0:?} -> {c1:?}");
+}

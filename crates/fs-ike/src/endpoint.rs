@@ -98,6 +98,9 @@ pub enum Event {
         ike_sa: u64,
         conn: String,
         reason: CloseReason,
+        /// It had been established: a `Timeout` then means a dead peer (DPD or an
+        /// exchange on the live SA went unanswered), not a failed setup.
+        established: bool,
     },
     ChildSaInstalled(Box<ChildSa>),
     ChildSaRemoved {
@@ -1044,6 +1047,7 @@ impl Endpoint {
                 ike_sa: id,
                 conn: conn.to_string(),
                 reason: CloseReason::NoProposalChosen { by_peer: false },
+                established: false,
             });
             return Ok(None);
         };
@@ -1604,6 +1608,7 @@ impl Endpoint {
             ike_sa: sa.id,
             conn: sa.conn.name.clone(),
             reason,
+            established: sa.established_at.is_some(),
         });
     }
 
@@ -2532,6 +2537,7 @@ impl Endpoint {
                 ike_sa: id,
                 conn: name,
                 reason: CloseReason::NoProposalChosen { by_peer: false },
+                established: false,
             });
             return;
         };

@@ -346,6 +346,7 @@ fn give_up_after_tries() {
     sim.a().ep.initiate(now, "s2s", None).unwrap();
     assert!(sim.run_until(Duration::from_secs(3600), |s| s.nodes[0].closed().is_some()));
     assert_eq!(sim.a().closed(), Some(CloseReason::Timeout));
+    assert_eq!(sim.a().closed_established(), Some(false), "a failed setup");
     assert_eq!(sim.a().sent.len(), 4, "1 + 3 retransmits");
     // 1 + 2 + 4 + 8 seconds.
     assert_eq!(sim.now - sim.start, Duration::from_secs(15));

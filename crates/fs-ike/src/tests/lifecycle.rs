@@ -335,6 +335,7 @@ fn dpd_on_dead_peer_closes() {
     let t0 = sim.now;
     assert!(sim.run_until(Duration::from_secs(400), |s| s.nodes[0].closed().is_some()));
     assert_eq!(sim.a().closed(), Some(CloseReason::Timeout));
+    assert_eq!(sim.a().closed_established(), Some(true), "a dead peer");
     // 30 s idle + 1 + 2 + 4 + 8 s retransmissions.
     assert!(sim.now - t0 <= Duration::from_secs(30 + 15 + 1));
     assert!(sim.a().children().is_empty());

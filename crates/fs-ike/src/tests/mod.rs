@@ -172,6 +172,13 @@ impl Node {
             _ => None,
         })
     }
+    /// The `established` flag of the first IkeSaClosed event.
+    pub fn closed_established(&self) -> Option<bool> {
+        self.events.iter().find_map(|e| match e {
+            Event::IkeSaClosed { established, .. } => Some(*established),
+            _ => None,
+        })
+    }
     pub fn established(&self) -> bool {
         self.events
             .iter()
