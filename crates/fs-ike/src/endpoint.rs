@@ -582,6 +582,7 @@ impl IkeSa {
         t.extend(self.pending.as_ref().map(|p| p.deadline));
         t.extend(self.half_open_deadline);
         t.extend(self.superseded_deadline);
+        t.extend(self.frag.expiry());
         if self.active() {
             t.extend(self.rekey_at);
             t.extend(self.delayed.iter().map(|d| d.0));
@@ -1954,6 +1955,8 @@ impl Endpoint {
     }
 
     fn on_timer(&mut self, sa: &mut IkeSa, now: Instant) -> Outcome {
+        // incomplete IKE fragment sets go when they time out, not only on the next fragment
+        sa.frag.expire(now, &mut self.stats);
         if sa.state == State::InitDone && sa.half_open_deadline.is_some_and(|d| d <= now) {
             debug!("half-open IKE_SA {}[{}] timed out", sa.conn.name, sa.id);
             self.stats.half_open_expired += 1;

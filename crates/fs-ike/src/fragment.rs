@@ -364,6 +364,14 @@ impl FragState {
         }
     }
 
+    /// When the oldest incomplete set expires (a timer of the IKE SA).
+    pub(crate) fn expiry(&self) -> Option<Instant> {
+        self.sets
+            .iter()
+            .map(|s| s.started + REASSEMBLY_TIMEOUT)
+            .min()
+    }
+
     /// Drop incomplete sets older than [`REASSEMBLY_TIMEOUT`].
     pub(crate) fn expire(&mut self, now: Instant, stats: &mut IkeStats) {
         self.sets.retain(|s| {

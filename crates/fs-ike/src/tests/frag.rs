@@ -286,6 +286,49 @@ fn out_of_order_duplicates_and_loss_then_retransmit() {
     assert_eq!(w.a.stats().messages_reassembled, 1);
 }
 
+/// An incomplete fragment set is dropped by the SA's timer after REASSEMBLY_TIMEOUT, even if
+/// no further fragment arrives (its memory does not wait for the next fragment or SA close).
+#[test]
+fn incomplete_set_expires_on_timer() {
+    let (a, b) = big_pair(300);
+    let mut w = Wire::new(a, b.clone());
+    // B keeps the half-open SA longer than the reassembly timeout
+    w.b = Endpoint::new(
+        Config {
+            connections: vec![b],
+            limits: crate::cookie::Limits {
+                half_open_timeout: Duration::from_secs(300),
+                ..Default::default()
+            },
+        },
+        Box::new(TestRng::from_seed(22)),
+    );
+    let auth = w.init();
+    let n = auth.len();
+    assert!(n >= 3, "want at least 3 fragments, got {n}");
+    Wire::to(&mut w.b, w.now, &auth[..n - 1].iter().collect::<Vec<_>>());
+    assert!(
+        Wire::out(&mut w.b).is_empty(),
+        "answered an incomplete message"
+    );
+    let drops = w.b.stats().fragment_drops;
+    let t = w.b.poll_timeout().expect("a timer");
+    assert!(
+        t <= w.now + fragment::REASSEMBLY_TIMEOUT,
+        "no timer for the fragment set: {:?}",
+        t - w.now
+    );
+    w.b.handle_timeout(t);
+    assert_eq!(
+        w.b.stats().fragment_drops,
+        drops + (n - 1) as u64,
+        "the held fragments are dropped and counted"
+    );
+    // the half-open SA is still there; the last fragment alone completes nothing
+    Wire::to(&mut w.b, t, &[&auth[n - 1]]);
+    assert!(Wire::out(&mut w.b).is_empty());
+}
+
 /// Flip one ciphertext byte (the ICV no longer verifies).
 fn corrupt(t: &Transmit, at_from_end: usize) -> Transmit {
     let mut f = t.clone();
