@@ -5,7 +5,8 @@
 //! Threads (each a [`Worker`] owning its buffers):
 //! - TUN readers, one per TUN queue (`workers`; more than one: IFF_MULTI_QUEUE, the kernel
 //!   spreads flows over the queues by flow hash, so one flow stays on one queue and is never
-//!   reordered by the data plane): policy lookup, ESP encapsulation of all segments of one (GSO) read back to
+//!   reordered by the data plane; with several queues, the ESP of one SA is sent in
+//!   sequence-number order across the readers, see [`Worker::outbound_ordered`]): policy lookup, ESP encapsulation of all segments of one (GSO) read back to
 //!   back into one buffer, sent with one syscall per destination: UDP GSO (`UDP_SEGMENT`)
 //!   for ESP-in-UDP, `sendmmsg` for raw protocol 50. Oversized DF / IPv6 packets are answered
 //!   with ICMP frag-needed / packet-too-big (tunnel MTU = `tun_mtu`) written back to TUN.
@@ -472,6 +473,9 @@ pub struct Worker {
     /// Multi-queue TUN: the queue of each `pending` entry, and one queue's share of them.
     pending_q: Vec<usize>,
     pending_one: Vec<tunout::Pending>,
+    /// Several TUN workers: per segment of a read, its policy index and next header if it
+    /// is to be encrypted ([`Worker::outbound_ordered`]).
+    plan: Vec<Option<(usize, u8)>>,
     tun_out: tunout::TunWriter,
     /// Encrypted packets waiting to be sent, all to `out_dest`, laid out back to back in
     /// `out` as `out_pkts` (start, len).
@@ -508,6 +512,7 @@ impl Worker {
             pending: Vec::new(),
             pending_q: Vec::new(),
             pending_one: Vec::new(),
+            plan: Vec::new(),
             tun_out: tunout::TunWriter::default(),
             out: Box::new([]),
             out_used: 0,
@@ -532,13 +537,18 @@ impl Worker {
             return self.tun_loop_offload(fd);
         }
         let mut buf = vec![0u8; BUF_LEN];
+        let ordered = sh.nqueues() > 1;
         let read = &sh.queue_packets[queue.min(sh.queue_packets.len() - 1)];
         while !self.stopped() {
             match tun.recv(&mut buf) {
                 Ok(n) => {
                     GlobalCounters::inc(read);
                     let spd = sh.tables.spd();
-                    self.outbound(&sh, &spd, &buf[..n]);
+                    if ordered {
+                        self.outbound_ordered(&sh, &spd, std::slice::from_ref(&buf), &[n], 1);
+                    } else {
+                        self.outbound(&sh, &spd, &buf[..n]);
+                    }
                     drop(spd);
                     self.flush_out();
                 }
@@ -563,11 +573,18 @@ impl Worker {
         let sh = self.shared.clone();
         let tun = sh.queue(self.queue);
         let read = &sh.queue_packets[self.queue.min(sh.queue_packets.len() - 1)];
+        let ordered = sh.nqueues() > 1;
         while !self.stopped() {
             match tun.recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0) {
                 Ok(k) => {
                     read.fetch_add(k as u64, Ordering::Relaxed);
                     let spd = sh.tables.spd();
+                    if ordered {
+                        self.outbound_ordered(&sh, &spd, &segs, &sizes, k.min(segs.len()));
+                        drop(spd);
+                        self.flush_out();
+                        continue;
+                    }
                     for i in 0..k.min(segs.len()) {
                         let Some(seg) = segs[i].get(..sizes[i]) else {
                             GlobalCounters::inc(&sh.counters.malformed);
@@ -596,14 +613,105 @@ impl Worker {
     /// A cleartext packet from TUN: find its policy, encrypt it into the outbound batch
     /// (sent by [`Worker::flush_out`]).
     fn outbound(&mut self, sh: &Shared, spd: &[Policy], pkt: &[u8]) {
+        if let Some((i, nh)) = self.classify(sh, spd, pkt) {
+            if let PolicyAction::Protect(e) = &spd[i].action {
+                self.protect(sh, e, nh, pkt, None);
+            }
+        }
+    }
+
+    /// Several TUN workers: the segments `segs[i][..sizes[i]]` (i < k) of one TUN read,
+    /// encrypted with per-SA ranges of sequence numbers sent in sequence-number order
+    /// across the workers ([`fs_esp::OutboundSa::reserve`], `wait_turn`, `finish`).
+    /// Without this, workers taking numbers packet by packet and sending batches
+    /// independently interleave them: the peer sees reordering of a batch or more per
+    /// worker, beyond small replay windows (strongSwan's default is 32), and a worker
+    /// descheduled between encrypting and sending can fall behind any window.
+    fn outbound_ordered(
+        &mut self,
+        sh: &Shared,
+        spd: &[Policy],
+        segs: &[Vec<u8>],
+        sizes: &[usize],
+        k: usize,
+    ) {
+        let seg = |i: usize| segs.get(i).and_then(|s| s.get(..*sizes.get(i)?));
+        self.plan.clear();
+        for i in 0..k {
+            let p = match seg(i) {
+                Some(pkt) => self.classify(sh, spd, pkt),
+                None => {
+                    GlobalCounters::inc(&sh.counters.malformed);
+                    None
+                }
+            };
+            self.plan.push(p);
+        }
+        let mut i = 0;
+        while i < k {
+            let Some((pi, _)) = self.plan[i] else {
+                i += 1;
+                continue;
+            };
+            let PolicyAction::Protect(e) = &spd[pi].action else {
+                i += 1;
+                continue;
+            };
+            // a run of segments for the same policy (one SA)
+            let mut j = i + 1;
+            while j < k && matches!(self.plan[j], Some((pj, _)) if pj == pi) {
+                j += 1;
+            }
+            let n = (j - i) as u64;
+            let first = match e.sa.reserve(n) {
+                Ok(f) => f,
+                Err(err) => {
+                    debug!("drop: SPI {:08x}: {err}", e.sa.spi());
+                    sh.counters.encap_error.fetch_add(n, Ordering::Relaxed);
+                    i = j;
+                    continue;
+                }
+            };
+            self.flush_out(); // nothing of an earlier run may wait for this run's turn
+                              // Wait (once) for the earlier ranges before the first send and before finishing,
+                              // also if every packet was dropped: finishing early would let later ranges pass
+                              // earlier ones.
+            let mut waited = false;
+            let mut wait = |sa: &fs_esp::OutboundSa| {
+                if !std::mem::replace(&mut waited, true) && !sa.wait_turn(first) {
+                    debug!("SPI {:08x}: earlier batch stalled; sending", sa.spi());
+                }
+            };
+            for (m, x) in (i..j).enumerate() {
+                let (Some(pkt), Some((_, nh))) = (seg(x), self.plan[x]) else {
+                    continue;
+                };
+                let need = pkt.len() + e.sa.max_overhead();
+                if self.out_used + need > self.out.len() && !self.out_pkts.is_empty() {
+                    wait(&e.sa);
+                    self.flush_out();
+                }
+                self.protect(sh, e, nh, pkt, Some(first + m as u64));
+            }
+            wait(&e.sa);
+            self.flush_out();
+            e.sa.finish(first + n - 1);
+            i = j;
+        }
+    }
+
+    /// Policy lookup for a cleartext packet from TUN: `Some((policy index, next header))`
+    /// if it is to be encrypted; trap (acquire), drop, no policy and too-big (ICMP answer)
+    /// are handled here and give None.
+    fn classify(&mut self, sh: &Shared, spd: &[Policy], pkt: &[u8]) -> Option<(usize, u8)> {
         let c = &sh.counters;
         let n = pkt.len();
         let Ok(info) = PacketInfo::parse(pkt) else {
             debug!("drop: malformed packet from TUN ({n} bytes)");
             GlobalCounters::inc(&c.malformed);
-            return;
+            return None;
         };
-        let Some(p) = spd.iter().find(|p| {
+        let Some(pi) = spd.iter().position(|p| {
             p.matches_outbound(
                 info.src,
                 info.dst,
@@ -614,44 +722,19 @@ impl Worker {
         }) else {
             debug!("drop: no policy for {} -> {}", info.src, info.dst);
             GlobalCounters::inc(&c.no_policy);
-            return;
+            return None;
         };
+        let p = &spd[pi];
         match &p.action {
             PolicyAction::Protect(e) => {
                 if n > usize::from(sh.cfg.tun_mtu) && self.too_big(sh, &info, pkt) {
-                    return;
+                    return None;
                 }
-                let need = n + e.sa.max_overhead();
-                if need > self.out.len() {
+                if n + e.sa.max_overhead() > self.out.len() {
                     GlobalCounters::inc(&c.too_big);
-                    return;
+                    return None;
                 }
-                let dest = Dest {
-                    udp: e.udp_encap,
-                    local: e.local,
-                    remote: e.remote,
-                };
-                if self.out_dest != Some(dest) || self.out_used + need > self.out.len() {
-                    self.flush_out();
-                    self.out_dest = Some(dest);
-                }
-                let start = self.out_used;
-                let len = match e
-                    .sa
-                    .encapsulate(pkt, next_header(&info), &mut self.out[start..])
-                {
-                    Ok(l) => l,
-                    Err(err) => {
-                        debug!(
-                            "drop: encapsulation failed on SPI {:08x}: {err}",
-                            e.sa.spi()
-                        );
-                        GlobalCounters::inc(&c.encap_error);
-                        return;
-                    }
-                };
-                self.out_pkts.push((start, len));
-                self.out_used += len;
+                return Some((pi, next_header(&info)));
             }
             PolicyAction::Trap => {
                 GlobalCounters::inc(&c.no_sa);
@@ -681,6 +764,41 @@ impl Worker {
                 GlobalCounters::inc(&c.no_sa);
             }
         }
+        None
+    }
+
+    /// Encrypt `pkt` (next header `nh`) with `e`'s SA into the outbound batch, with
+    /// sequence number `seq` if reserved ([`Worker::outbound_ordered`]), else the next one.
+    fn protect(&mut self, sh: &Shared, e: &OutboundEntry, nh: u8, pkt: &[u8], seq: Option<u64>) {
+        let need = pkt.len() + e.sa.max_overhead();
+        let dest = Dest {
+            udp: e.udp_encap,
+            local: e.local,
+            remote: e.remote,
+        };
+        if self.out_dest != Some(dest) || self.out_used + need > self.out.len() {
+            self.flush_out();
+            self.out_dest = Some(dest);
+        }
+        let start = self.out_used;
+        let out = &mut self.out[start..];
+        let res = match seq {
+            None => e.sa.encapsulate(pkt, nh, out),
+            Some(s) => e.sa.encapsulate_with_seq(s, pkt, nh, out),
+        };
+        let len = match res {
+            Ok(l) => l,
+            Err(err) => {
+                debug!(
+                    "drop: encapsulation failed on SPI {:08x}: {err}",
+                    e.sa.spi()
+                );
+                GlobalCounters::inc(&sh.counters.encap_error);
+                return;
+            }
+        };
+        self.out_pkts.push((start, len));
+        self.out_used += len;
     }
 
     /// An inner packet longer than the tunnel MTU: if it must not be fragmented (IPv4 DF,
