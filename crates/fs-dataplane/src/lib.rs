@@ -3,13 +3,14 @@
 //! threads that move packets between them.
 //!
 //! Threads (each a [`Worker`] owning its buffers):
-//! - TUN readers, one per TUN queue (`workers`; more than one: IFF_MULTI_QUEUE, the kernel
-//!   spreads flows over the queues by flow hash, so one flow stays on one queue and is never
-//!   reordered by the data plane; with several queues, the ESP of one SA is sent in
-//!   sequence-number order across the readers, see [`Worker::outbound_ordered`]): policy lookup, ESP encapsulation of all segments of one (GSO) read back to
-//!   back into one buffer, sent with one syscall per destination: UDP GSO (`UDP_SEGMENT`)
-//!   for ESP-in-UDP, `sendmmsg` for raw protocol 50. Oversized DF / IPv6 packets are answered
-//!   with ICMP frag-needed / packet-too-big (tunnel MTU = `tun_mtu`) written back to TUN.
+//! - TUN readers, one per TUN queue (`workers`): policy lookup, ESP encapsulation of all
+//!   segments of one (GSO) read back to back into one buffer, sent with one syscall per
+//!   destination: UDP GSO (`UDP_SEGMENT`) for ESP-in-UDP, `sendmmsg` for raw protocol 50.
+//!   Oversized DF / IPv6 packets are answered with ICMP frag-needed / packet-too-big (tunnel
+//!   MTU = `tun_mtu`) written back to TUN. More than one queue: IFF_MULTI_QUEUE; the kernel
+//!   spreads flows over the queues by flow hash (one flow stays on one queue, so the data
+//!   plane never reorders a flow), and the readers send each SA's ESP in sequence-number
+//!   order (`Worker::outbound_ordered`).
 //! - UDP readers: keepalives dropped, IKE (marker stripped on 4500) to the control thread,
 //!   ESP decapsulated, selector-checked and written to the TUN device. The 4500 reader uses
 //!   `recvmmsg` + `UDP_GRO` (coalesced datagrams split by their segment size).
