@@ -34,6 +34,7 @@
 #   UDP_SIZES="64 1400"  UDP payload sizes (NB: 1400 B payload = 1428 B IP packets, more than
 #                        the 1400 B tunnel MTU: hostA fragments them in two)
 #   TUN_MTU=1400       tunnel MTU of both implementations
+#   WORKERS=auto       ferroswan [daemon] workers (TUN queues / TUN reader threads): auto or N
 #   SMOKE=1            CI smoke mode: first suite only, DURATION=2, no 4-stream/UDP runs; exit
 #                      non-zero if a ferroswan row produced no TCP number or saw no ESP
 #   RESULTS=path       where to write the JSON
@@ -55,6 +56,12 @@ CASES=${CASES:-"plain ss-ss fs-fs fs-fs-raw fs-ss"}
 IKE_PROPOSAL=${IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}
 UDP_SIZES=${UDP_SIZES:-"64 1400"}
 TUN_MTU=${TUN_MTU:-1400}
+WORKERS=${WORKERS:-auto}
+case $WORKERS in
+  auto) WORKERS_TOML='"auto"' ;;
+  *[!0-9]*|'') echo "WORKERS must be auto or a number, not '$WORKERS'" >&2; exit 2 ;;
+  *) WORKERS_TOML=$WORKERS ;;
+esac
 if [ -n "$SMOKE" ]; then
   DURATION=${DURATION:-2}
   SUITES=${SUITES%% *}          # first suite only
@@ -228,7 +235,7 @@ gw_start() {
   else
     [ -z "$BIN_NOTE" ] || { log "$BIN_NOTE"; return 1; }
     export ENCAP=${ENCAP:-'"auto"'}
-    export CONTROL_SOCKET=$dir/ctl.sock LOCAL_ADDR=$local_addr REMOTE_ADDR=$remote_addr \
+    export WORKERS_TOML CONTROL_SOCKET=$dir/ctl.sock LOCAL_ADDR=$local_addr REMOTE_ADDR=$remote_addr \
            LOCAL_ID=$local_id REMOTE_ID=$remote_id LOCAL_TS=$local_ts REMOTE_TS=$remote_ts
     envsubst < "$BENCH/conf/ferroswan.toml.tmpl" > "$dir/ferroswan.toml"
     ip netns exec "$ns" "$BIN" run --config "$dir/ferroswan.toml" --control "$dir/ctl.sock" \
@@ -483,6 +490,7 @@ cases	$CASES
 ike_proposal	$IKE_PROPOSAL
 udp_sizes	$UDP_SIZES
 tun_mtu	$TUN_MTU
+ferroswan_workers	$WORKERS
 smoke	${SMOKE:-0}
 kernel	$(uname -r)
 nproc	$(nproc)

@@ -89,12 +89,13 @@ struct RawDaemon {
     control_socket: Option<String>,
     tun_name: Option<String>,
     tun_mtu: Option<RawTunMtu>,
+    workers: Option<RawTunMtu>,
     log_level: Option<String>,
     ike_port: Option<u16>,
     natt_port: Option<u16>,
 }
 
-/// `tun_mtu`: a number or `"auto"`.
+/// `tun_mtu`, `workers`: a number or `"auto"`.
 #[derive(Deserialize, Debug)]
 #[serde(untagged)]
 enum RawTunMtu {
@@ -211,6 +212,9 @@ pub struct DaemonSettings {
     pub control_socket: PathBuf,
     pub tun_name: String,
     pub tun_mtu: TunMtu,
+    /// TUN queues / TUN reader threads; 0 = `"auto"` (online CPUs, at most
+    /// [`fs_dataplane::AUTO_WORKERS_MAX`]).
+    pub workers: usize,
     pub log_level: Option<String>,
     pub ike_port: u16,
     pub natt_port: u16,
@@ -484,6 +488,26 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             _ => return Err(ctx.err("daemon.tun_mtu", format!("{n} out of range 576..65535"))),
         },
     };
+    let max = fs_dataplane::WORKERS_MAX;
+    let workers = match &d.workers {
+        None => 0,
+        Some(RawTunMtu::Text(t)) if t == "auto" => 0,
+        Some(RawTunMtu::Text(t)) => {
+            return Err(ctx.err(
+                "daemon.workers",
+                format!("invalid value {t:?} (\"auto\" or a number 0..{max}, 0 = auto)"),
+            ))
+        }
+        Some(RawTunMtu::Num(n)) => match usize::try_from(*n) {
+            Ok(w) if w <= max => w,
+            _ => {
+                return Err(ctx.err(
+                    "daemon.workers",
+                    format!("{n} out of range 0..{max} (0 = \"auto\")"),
+                ))
+            }
+        },
+    };
     let tun_name = d.tun_name.clone().unwrap_or_else(|| "fs0".into());
     if tun_name.is_empty() || tun_name.len() > 15 || tun_name.contains(['/', ' ', '\0']) {
         return Err(ctx.err(
@@ -515,6 +539,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         ),
         tun_name,
         tun_mtu,
+        workers,
         log_level: d.log_level.clone(),
         ike_port,
         natt_port,
@@ -1057,6 +1082,28 @@ secret = "wrong"
             err(&with("\"yes\"")),
             "t.toml: connections.s2s.encap: invalid value \"yes\" (true, false or \"auto\")"
         );
+    }
+
+    #[test]
+    fn workers_values() {
+        let with = |v: &str| GOOD.replace("tun_name = \"fs9\"", &format!("workers = {v}"));
+        assert_eq!(p(GOOD).unwrap().daemon.workers, 0, "default: auto");
+        assert_eq!(p(&with("\"auto\"")).unwrap().daemon.workers, 0);
+        assert_eq!(p(&with("0")).unwrap().daemon.workers, 0);
+        assert_eq!(p(&with("1")).unwrap().daemon.workers, 1);
+        assert_eq!(p(&with("64")).unwrap().daemon.workers, 64);
+        for (v, want) in [
+            ("65", "t.toml: daemon.workers: 65 out of range 0..64 (0 = \"auto\")"),
+            ("-2", "t.toml: daemon.workers: -2 out of range 0..64 (0 = \"auto\")"),
+            (
+                "\"many\"",
+                "t.toml: daemon.workers: invalid value \"many\" (\"auto\" or a number 0..64, 0 = auto)",
+            ),
+        ] {
+            assert_eq!(err(&with(v)), want, "{v}");
+        }
+        let e = err(&with("2.5"));
+        assert!(e.starts_with("t.toml: line "), "{e}");
     }
 
     #[test]

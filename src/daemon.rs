@@ -173,6 +173,7 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
             natt_port: cfg.daemon.natt_port,
             bind,
             ipv6: cfg.uses_ipv6(),
+            workers: cfg.daemon.workers,
         },
         dp_tx,
     ) {
@@ -1052,6 +1053,7 @@ impl Daemon {
             "ike_counters": self.endpoint.stats(),
             "tun_mtu": self.tun_mtu,
             "tun_mtu_derivation": self.tun_mtu_how,
+            "tun_queue_packets": self.dp.tun_queue_packets(),
         })
     }
 }

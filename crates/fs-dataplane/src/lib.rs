@@ -2,12 +2,15 @@
 //! non-ESP marker demultiplexing), raw ESP sockets, the shared SPD/SAD, routes and the worker
 //! threads that move packets between them.
 //!
-//! Threads (each a [`Worker`] owning its buffers, so one worker per TUN queue / socket can be
-//! added later):
-//! - TUN reader: policy lookup, ESP encapsulation of all segments of one (GSO) read back to
-//!   back into one buffer, sent with one syscall per destination: UDP GSO (`UDP_SEGMENT`)
-//!   for ESP-in-UDP, `sendmmsg` for raw protocol 50. Oversized DF / IPv6 packets are answered
-//!   with ICMP frag-needed / packet-too-big (tunnel MTU = `tun_mtu`) written back to TUN.
+//! Threads (each a [`Worker`] owning its buffers):
+//! - TUN readers, one per TUN queue (`workers`): policy lookup, ESP encapsulation of all
+//!   segments of one (GSO) read back to back into one buffer, sent with one syscall per
+//!   destination: UDP GSO (`UDP_SEGMENT`) for ESP-in-UDP, `sendmmsg` for raw protocol 50.
+//!   Oversized DF / IPv6 packets are answered with ICMP frag-needed / packet-too-big (tunnel
+//!   MTU = `tun_mtu`) written back to TUN. More than one queue: IFF_MULTI_QUEUE; the kernel
+//!   spreads flows over the queues by flow hash (one flow stays on one queue, so the data
+//!   plane never reorders a flow), and the readers send each SA's ESP in sequence-number
+//!   order (`Worker::outbound_ordered`).
 //! - UDP readers: keepalives dropped, IKE (marker stripped on 4500) to the control thread,
 //!   ESP decapsulated, selector-checked and written to the TUN device. The 4500 reader uses
 //!   `recvmmsg` + `UDP_GRO` (coalesced datagrams split by their segment size).
@@ -37,7 +40,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -71,6 +74,30 @@ pub struct DataPlaneConfig {
     pub bind: Vec<IpAddr>,
     /// Also open IPv6 sockets (wildcard bind, raw ESP over IPv6).
     pub ipv6: bool,
+    /// TUN queues, each with its own reader thread; 0 = auto ([`auto_workers`]). 1 = one
+    /// queue without IFF_MULTI_QUEUE.
+    pub workers: usize,
+}
+
+/// Most TUN queues chosen by `workers = 0` (auto).
+pub const AUTO_WORKERS_MAX: usize = 8;
+/// Most TUN queues accepted at all (the kernel allows 256; more readers than cores only cost).
+pub const WORKERS_MAX: usize = 64;
+
+/// The number of TUN queues for `workers = 0`: online CPUs, at most [`AUTO_WORKERS_MAX`].
+pub fn auto_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, AUTO_WORKERS_MAX)
+}
+
+/// `workers` setting -> number of TUN queues (0 = auto, capped at [`WORKERS_MAX`]).
+pub fn resolve_workers(workers: usize) -> usize {
+    if workers == 0 {
+        auto_workers()
+    } else {
+        workers.min(WORKERS_MAX)
+    }
 }
 
 /// Messages from the data plane to the control thread.
@@ -100,7 +127,12 @@ struct Shared {
     cfg: DataPlaneConfig,
     tables: Tables,
     counters: GlobalCounters,
+    /// TUN queue 0 (the only one with `workers = 1`).
     tun: tun_rs::SyncDevice,
+    /// TUN queues 1.. (IFF_MULTI_QUEUE, same vnet_hdr/offload state as queue 0).
+    tun_extra: Vec<tun_rs::SyncDevice>,
+    /// Packets (segments after GSO splitting) read from each TUN queue.
+    queue_packets: Vec<AtomicU64>,
     udp: Vec<UdpSock>,
     raw4: Option<UdpSocket>,
     raw6: Option<UdpSocket>,
@@ -110,6 +142,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Number of TUN queues.
+    fn nqueues(&self) -> usize {
+        1 + self.tun_extra.len()
+    }
+
+    /// TUN queue `i` (queue 0 if out of range).
+    fn queue(&self, i: usize) -> &tun_rs::SyncDevice {
+        i.checked_sub(1)
+            .and_then(|j| self.tun_extra.get(j))
+            .unwrap_or(&self.tun)
+    }
+
     /// The UDP socket to send from for local address `local` (exact match, else a wildcard
     /// socket of the same family and port).
     fn socket_for(&self, local: SocketAddr) -> Option<&UdpSocket> {
@@ -141,16 +185,36 @@ impl DataPlane {
     /// Create the TUN device and sockets in the current network namespace and start the
     /// worker threads. IKE datagrams and acquires are sent to `tx`.
     pub fn start(cfg: DataPlaneConfig, tx: Sender<DpMessage>) -> io::Result<DataPlane> {
-        let tun = tun_rs::DeviceBuilder::new()
-            .name(cfg.tun_name.clone())
-            .mtu(cfg.tun_mtu)
-            .packet_information(false)
-            // IFF_VNET_HDR + TUN_F_CSUM/TSO: reads return TCP super-segments (one syscall for
-            // up to 64 KB), split in userspace by tun-rs; writes carry a virtio_net_hdr.
-            .offload(true)
-            .enable(false)
-            .build_sync()
-            .map_err(|e| io::Error::new(e.kind(), format!("TUN device {}: {e}", cfg.tun_name)))?;
+        let build = |multi_queue: bool| {
+            let b = tun_rs::DeviceBuilder::new()
+                .name(cfg.tun_name.clone())
+                .mtu(cfg.tun_mtu)
+                .packet_information(false)
+                // IFF_VNET_HDR + TUN_F_CSUM/TSO: reads return TCP super-segments (one syscall
+                // for up to 64 KB), split in userspace by tun-rs; writes carry a
+                // virtio_net_hdr.
+                .offload(true)
+                .enable(false);
+            // workers = 1: exactly the single-queue device (no IFF_MULTI_QUEUE flag)
+            let b = if multi_queue { b.multi_queue(true) } else { b };
+            b.build_sync()
+                .map_err(|e| io::Error::new(e.kind(), format!("TUN device {}: {e}", cfg.tun_name)))
+        };
+        let want_queues = resolve_workers(cfg.workers);
+        let (tun, tun_extra) = if want_queues > 1 {
+            match build(true) {
+                Ok(tun) => {
+                    let extra = open_queues(&tun, want_queues - 1);
+                    (tun, extra)
+                }
+                Err(e) => {
+                    warn!("multi-queue TUN unavailable ({e}); using 1 queue");
+                    (build(false)?, Vec::new())
+                }
+            }
+        } else {
+            (build(false)?, Vec::new())
+        };
         tun.set_nonblocking(true)?;
         let tun_name = tun.name().unwrap_or_else(|_| cfg.tun_name.clone());
         if !cfg.ipv6 {
@@ -213,11 +277,14 @@ impl DataPlane {
         let raw4 = if want_v4 { raw(false) } else { None };
         let raw6 = if want_v6 { raw(true) } else { None };
 
+        let queue_packets = (0..=tun_extra.len()).map(|_| AtomicU64::new(0)).collect();
         let shared = Arc::new(Shared {
             cfg,
             tables: Tables::new(),
             counters: GlobalCounters::default(),
             tun,
+            tun_extra,
+            queue_packets,
             udp,
             raw4,
             raw6,
@@ -231,7 +298,16 @@ impl DataPlane {
                 let w = Worker::new(shared.clone());
                 std::thread::Builder::new().name(name).spawn(move || f(w))
             };
-        threads.push(spawn("dp-tun".into(), Box::new(|mut w| w.tun_loop()))?);
+        if shared.nqueues() == 1 {
+            threads.push(spawn("dp-tun".into(), Box::new(|mut w| w.tun_loop(0)))?);
+        } else {
+            for q in 0..shared.nqueues() {
+                threads.push(spawn(
+                    format!("dp-tun{q}"),
+                    Box::new(move |mut w| w.tun_loop(q)),
+                )?);
+            }
+        }
         for i in 0..shared.udp.len() {
             let name = format!("dp-udp{}", shared.udp[i].local.port());
             threads.push(spawn(name, Box::new(move |mut w| w.udp_loop(i)))?);
@@ -246,8 +322,9 @@ impl DataPlane {
             threads.push(spawn("dp-esp6".into(), Box::new(|mut w| w.raw_loop(true)))?);
         }
         info!(
-            "data plane up: TUN {tun_name} mtu {}, UDP {:?}, raw ESP v4={} v6={}",
+            "data plane up: TUN {tun_name} mtu {} queues {}, UDP {:?}, raw ESP v4={} v6={}",
             shared.cfg.tun_mtu,
+            shared.nqueues(),
             shared.udp.iter().map(|s| s.local).collect::<Vec<_>>(),
             shared.raw4.is_some(),
             shared.raw6.is_some()
@@ -267,6 +344,16 @@ impl DataPlane {
     /// Global counters.
     pub fn counters(&self) -> &GlobalCounters {
         &self.shared.counters
+    }
+
+    /// Packets read from each TUN queue (one entry per queue / TUN reader worker; segments
+    /// of a GSO read counted one by one).
+    pub fn tun_queue_packets(&self) -> Vec<u64> {
+        self.shared
+            .queue_packets
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// The TUN device's name.
@@ -308,6 +395,61 @@ impl DataPlane {
     }
 }
 
+/// Open `n` more queues of the multi-queue TUN device `tun` (nonblocking, same offload
+/// state: tun-rs re-applies TUNSETOFFLOAD on the new fd and IFF_VNET_HDR is part of the
+/// flags it attaches with). Stops at the first failure with a warning: fewer queues, not an
+/// error.
+fn open_queues(tun: &tun_rs::SyncDevice, n: usize) -> Vec<tun_rs::SyncDevice> {
+    let mut v = Vec::with_capacity(n);
+    for i in 1..=n {
+        let q = match tun.try_clone() {
+            Ok(q) if q.tcp_gso() == tun.tcp_gso() => q,
+            Ok(_) => {
+                warn!("TUN queue {i}: offload state differs from queue 0; not used");
+                break;
+            }
+            Err(e) => {
+                warn!("TUN queue {i}: {e}; using {i} queue(s)");
+                break;
+            }
+        };
+        if let Err(e) = q.set_nonblocking(true) {
+            warn!("TUN queue {i}: nonblocking: {e}; using {i} queue(s)");
+            break;
+        }
+        v.push(q);
+    }
+    v
+}
+
+/// The TUN queue for an inner packet written to TUN, out of `n`: a hash of its addresses,
+/// protocol and ports, the same for both directions of a flow. Packets that do not parse go
+/// to queue 0.
+fn flow_queue(pkt: &[u8], n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let Ok(i) = PacketInfo::parse(pkt) else {
+        return 0;
+    };
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let ep = |ip: IpAddr, port: Option<u16>| -> u64 {
+        let a = match ip {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => {
+                let o = u128::from(a);
+                (o as u64) ^ ((o >> 64) as u64).rotate_left(17)
+            }
+        };
+        (a ^ (u64::from(port.unwrap_or(0)) << 48)).wrapping_mul(K)
+    };
+    // XOR of the two endpoints: symmetric in source and destination
+    let mut h = (ep(i.src, i.src_port) ^ ep(i.dst, i.dst_port)) ^ u64::from(i.protocol);
+    h = h.wrapping_mul(K);
+    h ^= h >> 31;
+    (((h >> 32) * n as u64) >> 32) as usize
+}
+
 /// ESP Next Header for a tunnelled inner packet.
 fn next_header(info: &PacketInfo) -> u8 {
     if info.version == 6 {
@@ -321,12 +463,20 @@ fn next_header(info: &PacketInfo) -> u8 {
 /// The fast path reuses these buffers and does not allocate.
 pub struct Worker {
     shared: Arc<Shared>,
+    /// TUN queue read by this worker (TUN readers) / used for its ICMP replies.
+    queue: usize,
     buf: Box<[u8]>,
     /// Cache remote -> our address, for IKE on wildcard-bound sockets.
     local_cache: Vec<(IpAddr, IpAddr)>,
     /// Inner packets of the current receive batch waiting for the TUN write (they stay in
     /// the receive buffers; see [`Worker::flush_tun`]).
     pending: Vec<tunout::Pending>,
+    /// Multi-queue TUN: the queue of each `pending` entry, and one queue's share of them.
+    pending_q: Vec<usize>,
+    pending_one: Vec<tunout::Pending>,
+    /// Several TUN workers: per segment of a read, its policy index and next header if it
+    /// is to be encrypted ([`Worker::outbound_ordered`]).
+    plan: Vec<Option<(usize, u8)>>,
     tun_out: tunout::TunWriter,
     /// Encrypted packets waiting to be sent, all to `out_dest`, laid out back to back in
     /// `out` as `out_pkts` (start, len).
@@ -357,9 +507,13 @@ impl Worker {
     fn new(shared: Arc<Shared>) -> Self {
         Worker {
             shared,
+            queue: 0,
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             local_cache: Vec::new(),
             pending: Vec::new(),
+            pending_q: Vec::new(),
+            pending_one: Vec::new(),
+            plan: Vec::new(),
             tun_out: tunout::TunWriter::default(),
             out: Box::new([]),
             out_used: 0,
@@ -373,19 +527,29 @@ impl Worker {
         self.shared.stop.load(Ordering::Relaxed)
     }
 
-    fn tun_loop(&mut self) {
-        let fd = self.shared.tun.as_raw_fd();
+    /// TUN reader of queue `queue`.
+    fn tun_loop(&mut self, queue: usize) {
+        self.queue = queue;
+        let sh = self.shared.clone();
+        let tun = sh.queue(queue);
+        let fd = tun.as_raw_fd();
         self.out = vec![0u8; OUT_BATCH_BYTES].into_boxed_slice();
-        if self.shared.tun.tcp_gso() {
+        if tun.tcp_gso() {
             return self.tun_loop_offload(fd);
         }
         let mut buf = vec![0u8; BUF_LEN];
-        let sh = self.shared.clone();
+        let ordered = sh.nqueues() > 1;
+        let read = &sh.queue_packets[queue.min(sh.queue_packets.len() - 1)];
         while !self.stopped() {
-            match sh.tun.recv(&mut buf) {
+            match tun.recv(&mut buf) {
                 Ok(n) => {
+                    GlobalCounters::inc(read);
                     let spd = sh.tables.spd();
-                    self.outbound(&sh, &spd, &buf[..n]);
+                    if ordered {
+                        self.outbound_ordered(&sh, &spd, std::slice::from_ref(&buf), &[n], 1);
+                    } else {
+                        self.outbound(&sh, &spd, &buf[..n]);
+                    }
                     drop(spd);
                     self.flush_out();
                 }
@@ -408,13 +572,20 @@ impl Worker {
         let mut segs = vec![vec![0u8; seg_len]; tun_rs::IDEAL_BATCH_SIZE];
         let mut sizes = vec![0usize; segs.len()];
         let sh = self.shared.clone();
+        let tun = sh.queue(self.queue);
+        let read = &sh.queue_packets[self.queue.min(sh.queue_packets.len() - 1)];
+        let ordered = sh.nqueues() > 1;
         while !self.stopped() {
-            match sh
-                .tun
-                .recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0)
-            {
+            match tun.recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0) {
                 Ok(k) => {
+                    read.fetch_add(k as u64, Ordering::Relaxed);
                     let spd = sh.tables.spd();
+                    if ordered {
+                        self.outbound_ordered(&sh, &spd, &segs, &sizes, k.min(segs.len()));
+                        drop(spd);
+                        self.flush_out();
+                        continue;
+                    }
                     for i in 0..k.min(segs.len()) {
                         let Some(seg) = segs[i].get(..sizes[i]) else {
                             GlobalCounters::inc(&sh.counters.malformed);
@@ -443,14 +614,105 @@ impl Worker {
     /// A cleartext packet from TUN: find its policy, encrypt it into the outbound batch
     /// (sent by [`Worker::flush_out`]).
     fn outbound(&mut self, sh: &Shared, spd: &[Policy], pkt: &[u8]) {
+        if let Some((i, nh)) = self.classify(sh, spd, pkt) {
+            if let PolicyAction::Protect(e) = &spd[i].action {
+                self.protect(sh, e, nh, pkt, None);
+            }
+        }
+    }
+
+    /// Several TUN workers: the segments `segs[i][..sizes[i]]` (i < k) of one TUN read,
+    /// encrypted with per-SA ranges of sequence numbers sent in sequence-number order
+    /// across the workers ([`fs_esp::OutboundSa::reserve`], `wait_turn`, `finish`).
+    /// Without this, workers taking numbers packet by packet and sending batches
+    /// independently interleave them: the peer sees reordering of a batch or more per
+    /// worker, beyond small replay windows (strongSwan's default is 32), and a worker
+    /// descheduled between encrypting and sending can fall behind any window.
+    fn outbound_ordered(
+        &mut self,
+        sh: &Shared,
+        spd: &[Policy],
+        segs: &[Vec<u8>],
+        sizes: &[usize],
+        k: usize,
+    ) {
+        let seg = |i: usize| segs.get(i).and_then(|s| s.get(..*sizes.get(i)?));
+        self.plan.clear();
+        for i in 0..k {
+            let p = match seg(i) {
+                Some(pkt) => self.classify(sh, spd, pkt),
+                None => {
+                    GlobalCounters::inc(&sh.counters.malformed);
+                    None
+                }
+            };
+            self.plan.push(p);
+        }
+        let mut i = 0;
+        while i < k {
+            let Some((pi, _)) = self.plan[i] else {
+                i += 1;
+                continue;
+            };
+            let PolicyAction::Protect(e) = &spd[pi].action else {
+                i += 1;
+                continue;
+            };
+            // a run of segments for the same policy (one SA)
+            let mut j = i + 1;
+            while j < k && matches!(self.plan[j], Some((pj, _)) if pj == pi) {
+                j += 1;
+            }
+            let n = (j - i) as u64;
+            let first = match e.sa.reserve(n) {
+                Ok(f) => f,
+                Err(err) => {
+                    debug!("drop: SPI {:08x}: {err}", e.sa.spi());
+                    sh.counters.encap_error.fetch_add(n, Ordering::Relaxed);
+                    i = j;
+                    continue;
+                }
+            };
+            self.flush_out(); // nothing of an earlier run may wait for this run's turn
+                              // Wait (once) for the earlier ranges before the first send and before finishing,
+                              // also if every packet was dropped: finishing early would let later ranges pass
+                              // earlier ones.
+            let mut waited = false;
+            let mut wait = |sa: &fs_esp::OutboundSa| {
+                if !std::mem::replace(&mut waited, true) && !sa.wait_turn(first) {
+                    debug!("SPI {:08x}: earlier batch stalled; sending", sa.spi());
+                }
+            };
+            for (m, x) in (i..j).enumerate() {
+                let (Some(pkt), Some((_, nh))) = (seg(x), self.plan[x]) else {
+                    continue;
+                };
+                let need = pkt.len() + e.sa.max_overhead();
+                if self.out_used + need > self.out.len() && !self.out_pkts.is_empty() {
+                    wait(&e.sa);
+                    self.flush_out();
+                }
+                self.protect(sh, e, nh, pkt, Some(first + m as u64));
+            }
+            wait(&e.sa);
+            self.flush_out();
+            e.sa.finish(first + n - 1);
+            i = j;
+        }
+    }
+
+    /// Policy lookup for a cleartext packet from TUN: `Some((policy index, next header))`
+    /// if it is to be encrypted; trap (acquire), drop, no policy and too-big (ICMP answer)
+    /// are handled here and give None.
+    fn classify(&mut self, sh: &Shared, spd: &[Policy], pkt: &[u8]) -> Option<(usize, u8)> {
         let c = &sh.counters;
         let n = pkt.len();
         let Ok(info) = PacketInfo::parse(pkt) else {
             debug!("drop: malformed packet from TUN ({n} bytes)");
             GlobalCounters::inc(&c.malformed);
-            return;
+            return None;
         };
-        let Some(p) = spd.iter().find(|p| {
+        let Some(pi) = spd.iter().position(|p| {
             p.matches_outbound(
                 info.src,
                 info.dst,
@@ -461,44 +723,19 @@ impl Worker {
         }) else {
             debug!("drop: no policy for {} -> {}", info.src, info.dst);
             GlobalCounters::inc(&c.no_policy);
-            return;
+            return None;
         };
+        let p = &spd[pi];
         match &p.action {
             PolicyAction::Protect(e) => {
                 if n > usize::from(sh.cfg.tun_mtu) && self.too_big(sh, &info, pkt) {
-                    return;
+                    return None;
                 }
-                let need = n + e.sa.max_overhead();
-                if need > self.out.len() {
+                if n + e.sa.max_overhead() > self.out.len() {
                     GlobalCounters::inc(&c.too_big);
-                    return;
+                    return None;
                 }
-                let dest = Dest {
-                    udp: e.udp_encap,
-                    local: e.local,
-                    remote: e.remote,
-                };
-                if self.out_dest != Some(dest) || self.out_used + need > self.out.len() {
-                    self.flush_out();
-                    self.out_dest = Some(dest);
-                }
-                let start = self.out_used;
-                let len = match e
-                    .sa
-                    .encapsulate(pkt, next_header(&info), &mut self.out[start..])
-                {
-                    Ok(l) => l,
-                    Err(err) => {
-                        debug!(
-                            "drop: encapsulation failed on SPI {:08x}: {err}",
-                            e.sa.spi()
-                        );
-                        GlobalCounters::inc(&c.encap_error);
-                        return;
-                    }
-                };
-                self.out_pkts.push((start, len));
-                self.out_used += len;
+                return Some((pi, next_header(&info)));
             }
             PolicyAction::Trap => {
                 GlobalCounters::inc(&c.no_sa);
@@ -528,6 +765,41 @@ impl Worker {
                 GlobalCounters::inc(&c.no_sa);
             }
         }
+        None
+    }
+
+    /// Encrypt `pkt` (next header `nh`) with `e`'s SA into the outbound batch, with
+    /// sequence number `seq` if reserved ([`Worker::outbound_ordered`]), else the next one.
+    fn protect(&mut self, sh: &Shared, e: &OutboundEntry, nh: u8, pkt: &[u8], seq: Option<u64>) {
+        let need = pkt.len() + e.sa.max_overhead();
+        let dest = Dest {
+            udp: e.udp_encap,
+            local: e.local,
+            remote: e.remote,
+        };
+        if self.out_dest != Some(dest) || self.out_used + need > self.out.len() {
+            self.flush_out();
+            self.out_dest = Some(dest);
+        }
+        let start = self.out_used;
+        let out = &mut self.out[start..];
+        let res = match seq {
+            None => e.sa.encapsulate(pkt, nh, out),
+            Some(s) => e.sa.encapsulate_with_seq(s, pkt, nh, out),
+        };
+        let len = match res {
+            Ok(l) => l,
+            Err(err) => {
+                debug!(
+                    "drop: encapsulation failed on SPI {:08x}: {err}",
+                    e.sa.spi()
+                );
+                GlobalCounters::inc(&sh.counters.encap_error);
+                return;
+            }
+        };
+        self.out_pkts.push((start, len));
+        self.out_used += len;
     }
 
     /// An inner packet longer than the tunnel MTU: if it must not be fragmented (IPv4 DF,
@@ -557,10 +829,11 @@ impl Worker {
             GlobalCounters::inc(&sh.counters.too_big);
             return true;
         };
-        let res = if sh.tun.tcp_gso() {
-            sh.tun.send(&icmp[..VNET_HDR_LEN + len])
+        let tun = sh.queue(self.queue);
+        let res = if tun.tcp_gso() {
+            tun.send(&icmp[..VNET_HDR_LEN + len])
         } else {
-            sh.tun.send(&icmp[VNET_HDR_LEN..VNET_HDR_LEN + len])
+            tun.send(&icmp[VNET_HDR_LEN..VNET_HDR_LEN + len])
         };
         match res {
             Ok(_) => GlobalCounters::inc(&sh.counters.pmtu_icmp),
@@ -842,13 +1115,50 @@ impl Worker {
     /// Write the inner packets queued in `pending` (lying in `bufs`, the receive batch) to
     /// TUN: with offloads consecutive TCP segments of a flow as one GSO super-packet
     /// ([`tunout::TunWriter`]), else one write each.
+    ///
+    /// Multi-queue TUN: each packet is written on the queue its flow hashes to
+    /// ([`flow_queue`]), in order within the flow. Which queue a packet is written on does
+    /// not matter for its delivery, but the kernel remembers the queue a flow was last
+    /// written on and reads the flow's outgoing packets from that queue (tun "automq" flow
+    /// steering). Writing everything on queue 0 would therefore pull every flow that has
+    /// inbound traffic onto queue 0's reader; spreading writes by flow hash keeps the flows
+    /// spread over the TUN readers, each flow on one of them.
     fn flush_tun(&mut self, bufs: &[Vec<u8>]) {
         if self.pending.is_empty() {
             return;
         }
         let sh = &*self.shared;
+        let nq = sh.nqueues();
         let failed = if sh.tun.tcp_gso() {
-            self.tun_out.write(sh.tun.as_raw_fd(), bufs, &self.pending)
+            if nq == 1 {
+                self.tun_out.write(sh.tun.as_raw_fd(), bufs, &self.pending)
+            } else {
+                self.pending_q.clear();
+                for p in &self.pending {
+                    let pkt = bufs
+                        .get(p.buf)
+                        .and_then(|b| b.get(p.start..p.start + p.len))
+                        .unwrap_or(&[]);
+                    self.pending_q.push(flow_queue(pkt, nq));
+                }
+                let mut failed = 0;
+                for q in 0..nq {
+                    self.pending_one.clear();
+                    self.pending_one.extend(
+                        self.pending
+                            .iter()
+                            .zip(&self.pending_q)
+                            .filter(|(_, &pq)| pq == q)
+                            .map(|(p, _)| *p),
+                    );
+                    if !self.pending_one.is_empty() {
+                        failed +=
+                            self.tun_out
+                                .write(sh.queue(q).as_raw_fd(), bufs, &self.pending_one);
+                    }
+                }
+                failed
+            }
         } else {
             let mut failed = 0;
             for p in &self.pending {
@@ -858,7 +1168,7 @@ impl Worker {
                 else {
                     continue;
                 };
-                if sh.tun.send(pkt).is_err() {
+                if sh.queue(flow_queue(pkt, nq)).send(pkt).is_err() {
                     failed += 1;
                 }
             }
@@ -1032,4 +1342,53 @@ fn note_peer<'p>(
 #[derive(Default)]
 struct SaCache<'s> {
     last: Option<(u32, &'s InboundEntry)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv4 UDP packet src:sp -> dst:dp with 8 bytes of payload.
+    fn udp4(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 36];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&36u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sp.to_be_bytes());
+        p[22..24].copy_from_slice(&dp.to_be_bytes());
+        p[24..26].copy_from_slice(&16u16.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn flow_queue_symmetric_in_range_and_spread() {
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 1, 2]);
+        let mut used = [0usize; 4];
+        for port in 40000..40064 {
+            let q = flow_queue(&udp4(a, port, b, 5201), 4);
+            assert!(q < 4);
+            assert_eq!(q, flow_queue(&udp4(b, 5201, a, port), 4), "both directions");
+            used[q] += 1;
+        }
+        assert!(
+            used.iter().all(|&n| n > 0),
+            "64 flows over 4 queues: {used:?}"
+        );
+        assert_eq!(flow_queue(&udp4(a, 1, b, 2), 1), 0, "single queue");
+        assert_eq!(flow_queue(&[0x45, 0, 0], 4), 0, "malformed: queue 0");
+        assert_eq!(flow_queue(&[], 8), 0);
+    }
+
+    #[test]
+    fn workers_resolution() {
+        let auto = auto_workers();
+        assert!((1..=AUTO_WORKERS_MAX).contains(&auto));
+        assert_eq!(resolve_workers(0), auto);
+        assert_eq!(resolve_workers(1), 1);
+        assert_eq!(resolve_workers(3), 3);
+        assert_eq!(resolve_workers(1000), WORKERS_MAX);
+    }
 }

@@ -15,7 +15,10 @@ use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_
 use fs_crypto::{CryptoError, EncrAlg, IntegAlg, Transform};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Mutex;
 
 /// Tunnel (whole inner IP packet) or transport (upper-layer payload) mode.
@@ -129,8 +132,14 @@ pub struct OutboundSa {
     iv_key: Option<EncryptingKey>,
     /// Last sequence number used (0 = none yet).
     seq: AtomicU64,
+    /// Ordered sending by several workers ([`OutboundSa::reserve`]): every sequence number
+    /// up to this one is sent (or abandoned).
+    sent: AtomicU64,
     counters: AtomicCounters,
 }
+
+/// How long [`OutboundSa::wait_turn`] waits for earlier ranges before giving up on ordering.
+const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl OutboundSa {
     /// Key the outbound direction. `Crypto` if the keys do not match the algorithms.
@@ -152,6 +161,7 @@ impl OutboundSa {
             transform,
             iv_key,
             seq: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             counters: AtomicCounters::default(),
         })
     }
@@ -199,22 +209,82 @@ impl OutboundSa {
         if out.len() < total {
             return Err(EspError::BufferTooSmall);
         }
-        let limit = self.seq_limit();
-        let seq = self
-            .seq
-            .fetch_update(Relaxed, Relaxed, |s| {
-                if s >= limit {
-                    None
-                } else {
-                    Some(s + 1)
-                }
-            })
-            .map_err(|_| EspError::SeqExhausted)?
-            + 1;
+        let seq = self.reserve(1)?;
+        self.seal_with(seq, inner, next_header, &mut out[..total])
+    }
 
+    /// Reserve `n` (>= 1) consecutive sequence numbers and return the first. For several
+    /// workers sharing the SA and sending in sequence-number order: encapsulate with
+    /// [`OutboundSa::encapsulate_with_seq`], [`OutboundSa::wait_turn`] before sending,
+    /// [`OutboundSa::finish`] after (also when packets of the range were dropped).
+    /// `SeqExhausted` if fewer than `n` remain.
+    pub fn reserve(&self, n: u64) -> Result<u64, EspError> {
+        let limit = self.seq_limit();
+        self.seq
+            .fetch_update(Relaxed, Relaxed, |s| {
+                s.checked_add(n).filter(|&e| n > 0 && e <= limit)
+            })
+            .map(|s| s + 1)
+            .map_err(|_| EspError::SeqExhausted)
+    }
+
+    /// [`OutboundSa::encapsulate`] with sequence number `seq` from [`OutboundSa::reserve`].
+    pub fn encapsulate_with_seq(
+        &self,
+        seq: u64,
+        inner: &[u8],
+        next_header: u8,
+        out: &mut [u8],
+    ) -> Result<usize, EspError> {
+        let total = self.encapsulated_len(inner.len());
+        if out.len() < total {
+            return Err(EspError::BufferTooSmall);
+        }
+        if seq == 0 || seq > self.seq.load(Relaxed) {
+            return Err(EspError::SeqExhausted); // not reserved
+        }
+        self.seal_with(seq, inner, next_header, &mut out[..total])
+    }
+
+    /// Wait until every range reserved before the one starting at `first` is finished
+    /// ([`OutboundSa::finish`]), so that this range goes out after them. Spins, then yields;
+    /// gives up after a bounded time (a worker stalled that long must not stop the others;
+    /// its packets then arrive late and count against the peer's replay window). Returns
+    /// whether the turn came.
+    pub fn wait_turn(&self, first: u64) -> bool {
+        let ready = || self.sent.load(Acquire) >= first.saturating_sub(1);
+        for _ in 0..256 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        let start = std::time::Instant::now();
+        while !ready() {
+            if start.elapsed() > TURN_WAIT_MAX {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// The range ending with `last` is sent (or dropped): the next range may go.
+    pub fn finish(&self, last: u64) {
+        self.sent.fetch_max(last, Release);
+    }
+
+    /// Build the packet with sequence number `seq` in `out` (exactly `encapsulated_len`).
+    fn seal_with(
+        &self,
+        seq: u64,
+        inner: &[u8],
+        next_header: u8,
+        out: &mut [u8],
+    ) -> Result<usize, EspError> {
+        let total = out.len();
         let iv_len = self.transform.iv_len();
         let hdr = crate::ESP_HEADER_LEN;
-        let out = &mut out[..total];
         out[0..4].copy_from_slice(&self.spi.to_be_bytes());
         out[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
         let iv = &mut out[hdr..hdr + iv_len];
@@ -856,6 +926,179 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(inb.counters().packets, (THREADS * PER) as u64);
+    }
+
+    /// Several TUN workers share one outbound SA and send their batches independently: the
+    /// receiver sees sequence numbers reordered (boundedly) and may see duplicates. N threads
+    /// encapsulating get unique, gap-free sequence numbers; an inbound SA with the default
+    /// window (1024) fed them shuffled within blocks smaller than the window accepts each
+    /// exactly once, also when two threads feed the same packets concurrently.
+    #[test]
+    fn multi_worker_seq_and_bounded_reordering() {
+        const THREADS: usize = 4;
+        const PER: usize = 1500;
+        const N: usize = THREADS * PER;
+        const BLOCK: usize = 512; // reordering distance < window
+        let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, 1024, false);
+        let (out, inb) = pair(&c);
+        let out = Arc::new(out);
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let out = Arc::clone(&out);
+                std::thread::spawn(move || {
+                    let inner = ipv4(6, 40 + t);
+                    // encapsulate in small batches, like a worker per TUN read
+                    (0..PER)
+                        .map(|i| {
+                            if i % 16 == 0 {
+                                std::thread::yield_now();
+                            }
+                            encap(&out, &inner, NH_IPV4)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut pkts: Vec<Vec<u8>> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let seq_of = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        pkts.sort_by_key(|p| seq_of(p));
+        let seqs: Vec<u32> = pkts.iter().map(|p| seq_of(p)).collect();
+        assert_eq!(seqs, (1..=N as u32).collect::<Vec<_>>(), "unique, gap-free");
+        assert_eq!(out.seq(), N as u64);
+        // bounded shuffle: Fisher-Yates within consecutive blocks
+        let mut rng = Prng(0x0123_4567_89ab_cdef);
+        for block in pkts.chunks_mut(BLOCK) {
+            for i in (1..block.len()).rev() {
+                block.swap(i, rng.below(i + 1));
+            }
+        }
+        assert_ne!(pkts.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), seqs);
+        // one receiver: every packet accepted once, a second copy rejected as replay
+        let mut accepted = vec![false; N + 1];
+        for p in &pkts {
+            let d = inb
+                .decapsulate(&mut p.clone())
+                .expect("reordered within the window");
+            assert!(!std::mem::replace(&mut accepted[d.seq as usize], true));
+            assert_eq!(inb.decapsulate(&mut p.clone()), Err(EspError::Replay));
+        }
+        assert_eq!(inb.counters().packets, N as u64);
+        assert_eq!(inb.counters().dropped_replay, N as u64);
+        // two receiver threads feeding the same shuffled stream into a fresh SA: each
+        // sequence number accepted by exactly one of them
+        let inb = Arc::new(InboundSa::new(&c).unwrap());
+        let pkts = Arc::new(pkts);
+        let feeders: Vec<_> = (0..2)
+            .map(|_| {
+                let (inb, pkts) = (Arc::clone(&inb), Arc::clone(&pkts));
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    for p in pkts.iter() {
+                        match inb.decapsulate(&mut p.clone()) {
+                            Ok(d) => got.push(d.seq),
+                            Err(e) => assert_eq!(e, EspError::Replay),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = feeders
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=N as u64).collect::<Vec<_>>(), "each exactly once");
+        let cn = inb.counters();
+        assert_eq!((cn.packets, cn.dropped_replay), (N as u64, N as u64));
+    }
+
+    /// Workers reserving ranges, encapsulating in parallel and sending in turn: the "wire"
+    /// sees strictly increasing sequence numbers, so even a 32-packet window (strongSwan's
+    /// default) accepts everything.
+    #[test]
+    fn reserved_ranges_are_sent_in_order() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 300;
+        let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, 32, false);
+        let (out, inb) = pair(&c);
+        let out = Arc::new(out);
+        let wire = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (out, wire) = (Arc::clone(&out), Arc::clone(&wire));
+                std::thread::spawn(move || {
+                    let mut rng = Prng(0x1234_5678 + t as u64);
+                    let inner = ipv4(6, 100);
+                    for _ in 0..ROUNDS {
+                        let n = 1 + rng.below(40);
+                        let first = out.reserve(n as u64).unwrap();
+                        let batch: Vec<Vec<u8>> = (0..n as u64)
+                            .map(|i| {
+                                let mut b = vec![0u8; inner.len() + out.max_overhead()];
+                                let l = out
+                                    .encapsulate_with_seq(first + i, &inner, NH_IPV4, &mut b)
+                                    .unwrap();
+                                b.truncate(l);
+                                b
+                            })
+                            .collect();
+                        if rng.below(4) == 0 {
+                            std::thread::yield_now(); // descheduled before sending
+                        }
+                        assert!(out.wait_turn(first), "turn within the bound");
+                        wire.lock().unwrap().extend(batch);
+                        out.finish(first + n as u64 - 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let wire = wire.lock().unwrap();
+        let seqs: Vec<u64> = wire
+            .iter()
+            .map(|p| u64::from(u32::from_be_bytes([p[4], p[5], p[6], p[7]])))
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, gap-free"
+        );
+        assert_eq!(seqs.first(), Some(&1));
+        for p in wire.iter() {
+            inb.decapsulate(&mut p.clone()).unwrap();
+        }
+        assert_eq!(inb.counters().dropped_replay, 0);
+        assert_eq!(out.counters().packets, wire.len() as u64);
+    }
+
+    #[test]
+    fn reserve_limits_and_turn_timeout() {
+        let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, 32, false);
+        let (out, _) = pair(&c);
+        assert_eq!(out.reserve(0), Err(EspError::SeqExhausted));
+        assert_eq!(out.reserve(5), Ok(1));
+        assert_eq!(out.reserve(1), Ok(6));
+        let mut b = vec![0u8; 200];
+        assert_eq!(
+            out.encapsulate_with_seq(7, &[0u8; 20], NH_IPV4, &mut b),
+            Err(EspError::SeqExhausted),
+            "not reserved"
+        );
+        // range 1..=5 never finished: the turn of 6 does not come, but the wait ends
+        let t = std::time::Instant::now();
+        assert!(!out.wait_turn(6));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        out.finish(5);
+        assert!(out.wait_turn(6));
+        out.set_seq_for_testing(u64::from(u32::MAX) - 2);
+        assert_eq!(out.reserve(3), Err(EspError::SeqExhausted));
+        assert_eq!(out.reserve(2), Ok(u64::from(u32::MAX) - 1));
+        assert_eq!(out.reserve(1), Err(EspError::SeqExhausted));
     }
 
     /// xorshift64* — deterministic, dependency-free.
