@@ -212,7 +212,7 @@ pub struct DaemonSettings {
     pub control_socket: PathBuf,
     pub tun_name: String,
     pub tun_mtu: TunMtu,
-    /// TUN queues / TUN reader threads; 0 = `"auto"` (online CPUs, at most
+    /// TUN queues / TUN reader threads; 0 = `"auto"` (half the online CPUs, 1 to
     /// [`fs_dataplane::AUTO_WORKERS_MAX`]).
     pub workers: usize,
     pub log_level: Option<String>,
