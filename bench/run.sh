@@ -31,7 +31,7 @@
 #   SUITES="aes256gcm16 chacha20poly1305 aes256-sha256"   ESP proposals (strongSwan syntax)
 #   CASES="plain ss-ss fs-fs fs-fs-raw fs-ss"              subset/order of cases
 #   IKE_PROPOSAL=aes256gcm16-prfsha256-x25519
-#   UDP_SIZES="64 1400"  UDP payload sizes (NB: 1400 B payload = 1428 B IP packets, more than
+#   UDP_SIZES="64 1372 1400"  UDP payload sizes (1372 B = a full-size 1400 B packet; 1400 B payload = 1428 B IP packets, more than
 #                        the 1400 B tunnel MTU: hostA fragments them in two)
 #   TUN_MTU=1400       tunnel MTU of both implementations
 #   WORKERS=auto       ferroswan [daemon] workers (TUN queues / TUN reader threads): auto or N
@@ -54,7 +54,7 @@ SMOKE=${SMOKE:-}
 SUITES=${SUITES:-"aes256gcm16 chacha20poly1305 aes256-sha256"}
 CASES=${CASES:-"plain ss-ss fs-fs fs-fs-raw fs-ss"}
 IKE_PROPOSAL=${IKE_PROPOSAL:-aes256gcm16-prfsha256-x25519}
-UDP_SIZES=${UDP_SIZES:-"64 1400"}
+UDP_SIZES=${UDP_SIZES:-"64 1372 1400"}
 TUN_MTU=${TUN_MTU:-1400}
 WORKERS=${WORKERS:-auto}
 case $WORKERS in

@@ -1291,6 +1291,28 @@ impl Gw {
         }
     }
 
+    /// (bytes in, bytes out) of the installed CHILD_SA.
+    pub fn child_bytes(&self) -> (u64, u64) {
+        match self {
+            Gw::Ss(s) => {
+                let (bi, _, bo, _) = s.child_counters();
+                (bi, bo)
+            }
+            Gw::Fs(f) => {
+                let sa = f
+                    .wait_for_sa(CONN, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let ch = children(&sa);
+                let c = ch.iter().find(|c| c["state"] == "INSTALLED").unwrap();
+                let get = |k: &str| {
+                    c[k].as_u64()
+                        .unwrap_or_else(|| panic!("ferroswan {}: child without {k}: {c}", f.name))
+                };
+                (get("bytes_in"), get("bytes_out"))
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         match self {
             Gw::Ss(s) => s.log(),
@@ -1516,7 +1538,8 @@ impl Capture {
         let errlog = topo.dir.join(format!("{name}.tcpdump.log"));
         let ef = fs::File::create(&errlog).unwrap();
         let mut cmd = ns_cmd(ns, "tcpdump");
-        cmd.args(["-Z", "root", "-U", "-n", "-i", iface, "-w"])
+        // -B: a 32 MB ring, so bursts of full-size ESP are not dropped while tcpdump writes
+        cmd.args(["-Z", "root", "-U", "-B", "32768", "-n", "-i", iface, "-w"])
             .arg(&pcap)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1543,21 +1566,49 @@ impl Capture {
 
     /// Stop the capture (SIGINT, so the pcap is complete).
     pub fn stop(&self) {
-        thread::sleep(Duration::from_millis(300)); // let the last packets be written
+        // let the last packets be written: libpcap hands tcpdump a ring block when it is
+        // full or after its timeout, so wait until the file has not grown for 300 ms
+        // (at most 5 s)
+        let size = || fs::metadata(&self.pcap).map(|m| m.len()).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = size();
+        loop {
+            thread::sleep(Duration::from_millis(300));
+            let now = size();
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
         self.reg.stop(self.proc_id, Duration::from_secs(5));
     }
 
     /// Number of packets matching a tshark display filter.
     pub fn count(&self, filter: &str) -> usize {
+        self.field(filter, "frame.number").len()
+    }
+
+    /// Total length on the wire (`frame.len`, not the captured part) of the frames matching
+    /// `filter`. Unlike [`Capture::count`] it does not depend on how packets were batched: a
+    /// UDP GSO super-packet is one frame on a veth capture.
+    pub fn bytes(&self, filter: &str) -> u64 {
+        self.field(filter, "frame.len")
+            .iter()
+            .map(|l| {
+                l.trim()
+                    .parse::<u64>()
+                    .unwrap_or_else(|e| panic!("tshark frame.len {l:?}: {e}"))
+            })
+            .sum()
+    }
+
+    /// The non-empty values of `field` for the frames matching `filter`.
+    fn field(&self, filter: &str, field: &str) -> Vec<String> {
         let mut c = Command::new("tshark");
-        c.arg("-n").arg("-r").arg(&self.pcap).args([
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ]);
+        c.arg("-n")
+            .arg("-r")
+            .arg(&self.pcap)
+            .args(["-Y", filter, "-T", "fields", "-e", field]);
         let o = run_timeout(&mut c, Duration::from_secs(120));
         assert!(
             o.status.success(),
@@ -1567,7 +1618,8 @@ impl Capture {
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .count()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Human summary of the capture (first lines), for failure messages.
@@ -1672,16 +1724,21 @@ pub fn site_to_site_opts(
     let esp_pkts = cap.count("esp");
     let udp_encap = cap.count("udp.port == 4500 && esp");
     let clear = cap.count("ip.addr == 192.168.0.0/16");
-    eprintln!("[{tag}] outside link: {esp_pkts} ESP packets ({udp_encap} UDP-encapsulated), {clear} with a 192.168.x.x address");
+    eprintln!("[{tag}] outside link: {esp_pkts} ESP frames ({udp_encap} UDP-encapsulated), {clear} with a 192.168.x.x address");
     assert_eq!(
         clear,
         0,
         "[{tag}] private addresses seen in clear on the outside link:\n{}",
         cap.summary(30)
     );
+    // the transfer (2 MiB, plus pings) crossed as ESP. Counted in bytes, because batched
+    // sends (UDP GSO) are fewer, larger frames on the veth capture; at least half of it,
+    // because tcpdump may miss the tail of a burst on a busy machine (the transfer itself
+    // was checked byte by byte, the SA counters below must show it too)
+    let esp_bytes = cap.bytes("esp");
     assert!(
-        esp_pkts >= 12 + 100,
-        "[{tag}] only {esp_pkts} ESP packets on the outside link:\n{}",
+        esp_pkts >= 12 && esp_bytes >= 1 << 20,
+        "[{tag}] only {esp_pkts} ESP packets / {esp_bytes} bytes on the outside link:\n{}",
         cap.summary(30)
     );
     let want_udp = match wire {
@@ -1697,6 +1754,12 @@ pub fn site_to_site_opts(
 
     gwa.assert_traffic_counted();
     gwb.assert_traffic_counted();
+    // the whole transfer went through the CHILD_SA (inner bytes counted by both gateways)
+    let (a_out, b_in) = (gwa.child_bytes().1, gwb.child_bytes().0);
+    assert!(
+        a_out >= 2 << 20 && b_in >= 2 << 20,
+        "[{tag}] CHILD_SA carried less than the 2 MiB transfer: gwA out {a_out} B, gwB in {b_in} B"
+    );
     eprintln!("[{tag}] OK in {:?}", t0.elapsed());
 }
 

@@ -504,6 +504,9 @@ struct Dest {
 
 /// Size of the outbound ESP batch buffer (two 64 KB TUN reads with ESP overhead fit).
 const OUT_BATCH_BYTES: usize = 256 * 1024;
+/// Most single-packet TUN reads whose ESP packets are sent together (one sendmmsg or UDP
+/// GSO send; [`batch::GSO_MAX_SEGS`]).
+const TUN_READS_PER_SEND: usize = batch::GSO_MAX_SEGS;
 /// Receive buffers per recvmmsg on the ESP sockets.
 const RECV_BATCH: usize = 32;
 /// Receive buffers per recvmmsg on a UDP socket with GRO (each up to 64 KB).
@@ -581,6 +584,7 @@ impl Worker {
         let tun = sh.queue(self.queue);
         let read = &sh.queue_packets[self.queue.min(sh.queue_packets.len() - 1)];
         let ordered = sh.nqueues() > 1;
+        let mut singles = 0;
         while !self.stopped() {
             match tun.recv_multiple(&mut self.buf, &mut segs, &mut sizes, 0) {
                 Ok(k) => {
@@ -600,9 +604,21 @@ impl Worker {
                         self.outbound(&sh, &spd, seg);
                     }
                     drop(spd);
-                    self.flush_out();
+                    // A GSO read (k > 1) is a batch by itself. Single packets (UDP, ICMP,
+                    // small TCP segments) are gathered over the reads the queue has ready
+                    // at once, so one sendmmsg / UDP GSO send carries up to
+                    // TUN_READS_PER_SEND of them; an empty queue (WouldBlock) sends at once.
+                    singles += 1;
+                    if k > 1 || singles >= TUN_READS_PER_SEND {
+                        self.flush_out();
+                        singles = 0;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.flush_out();
+                    singles = 0;
+                    sock::poll_readable(fd, POLL_MS)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error().is_none() => {
                     // a packet tun-rs could not split (bad virtio header / IP header)
@@ -610,11 +626,14 @@ impl Worker {
                     GlobalCounters::inc(&sh.counters.malformed);
                 }
                 Err(e) => {
+                    self.flush_out();
+                    singles = 0;
                     warn!("TUN read failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
+        self.flush_out();
     }
 
     /// A cleartext packet from TUN: find its policy, encrypt it into the outbound batch
