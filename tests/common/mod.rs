@@ -1205,6 +1205,17 @@ pub enum Gw {
     Fs(Ferroswan),
 }
 
+/// The INSTALLED CHILD_SA of CONN on a ferroswan gateway (`status --json`).
+fn installed_child(f: &Ferroswan) -> serde_json::Value {
+    let sa = f
+        .wait_for_sa(CONN, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    children(&sa)
+        .into_iter()
+        .find(|c| c["state"] == "INSTALLED")
+        .unwrap_or_else(|| panic!("ferroswan {}: no INSTALLED CHILD_SA: {sa}", f.name))
+}
+
 impl Gw {
     pub fn start(kind: Impl, topo: &Topology, ns: &str, name: &str, p: &GwParams) -> Gw {
         Self::start_opts(kind, topo, ns, name, p, &[])
@@ -1273,11 +1284,7 @@ impl Gw {
                 );
             }
             Gw::Fs(f) => {
-                let sa = f
-                    .wait_for_sa(CONN, Duration::from_secs(5))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let ch = children(&sa);
-                let c = ch.iter().find(|c| c["state"] == "INSTALLED").unwrap();
+                let c = installed_child(f);
                 for k in ["bytes_in", "packets_in", "bytes_out", "packets_out"] {
                     let v = c[k].as_u64().unwrap_or(0);
                     assert!(
@@ -1299,11 +1306,7 @@ impl Gw {
                 (bi, bo)
             }
             Gw::Fs(f) => {
-                let sa = f
-                    .wait_for_sa(CONN, Duration::from_secs(5))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let ch = children(&sa);
-                let c = ch.iter().find(|c| c["state"] == "INSTALLED").unwrap();
+                let c = installed_child(f);
                 let get = |k: &str| {
                     c[k].as_u64()
                         .unwrap_or_else(|| panic!("ferroswan {}: child without {k}: {c}", f.name))

@@ -205,12 +205,18 @@ impl OutboundSa {
         next_header: u8,
         out: &mut [u8],
     ) -> Result<usize, EspError> {
+        let total = self.fits(inner, out)?; // before taking a sequence number
+        let seq = self.reserve(1)?;
+        self.seal_with(seq, inner, next_header, &mut out[..total])
+    }
+
+    /// The ESP packet length for `inner`, if `out` can hold it.
+    fn fits(&self, inner: &[u8], out: &[u8]) -> Result<usize, EspError> {
         let total = self.encapsulated_len(inner.len());
         if out.len() < total {
             return Err(EspError::BufferTooSmall);
         }
-        let seq = self.reserve(1)?;
-        self.seal_with(seq, inner, next_header, &mut out[..total])
+        Ok(total)
     }
 
     /// Reserve `n` (>= 1) consecutive sequence numbers and return the first. For several
@@ -236,10 +242,7 @@ impl OutboundSa {
         next_header: u8,
         out: &mut [u8],
     ) -> Result<usize, EspError> {
-        let total = self.encapsulated_len(inner.len());
-        if out.len() < total {
-            return Err(EspError::BufferTooSmall);
-        }
+        let total = self.fits(inner, out)?;
         if seq == 0 || seq > self.seq.load(Relaxed) {
             return Err(EspError::SeqExhausted); // not reserved
         }
@@ -499,6 +502,37 @@ mod tests {
 
     fn pair(c: &SaConfig) -> (OutboundSa, InboundSa) {
         (OutboundSa::new(c).unwrap(), InboundSa::new(c).unwrap())
+    }
+
+    /// `threads` threads each encapsulate `per` copies of `inner(thread)` on `out`, yielding
+    /// every `yield_every` packets; all packets, thread by thread.
+    fn encap_in_threads(
+        out: &Arc<OutboundSa>,
+        threads: usize,
+        per: usize,
+        inner: impl Fn(usize) -> Vec<u8>,
+        yield_every: usize,
+    ) -> Vec<Vec<u8>> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let out = Arc::clone(out);
+                let inner = inner(t);
+                std::thread::spawn(move || {
+                    (0..per)
+                        .map(|i| {
+                            if i % yield_every == yield_every - 1 {
+                                std::thread::yield_now();
+                            }
+                            encap(&out, &inner, NH_IPV4)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     }
 
     fn encap(out: &OutboundSa, inner: &[u8], nh: u8) -> Vec<u8> {
@@ -879,21 +913,7 @@ mod tests {
         );
         let (out, inb) = pair(&c);
         let (out, inb) = (Arc::new(out), Arc::new(inb));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let out = Arc::clone(&out);
-                std::thread::spawn(move || {
-                    let inner = ipv4(17, t * 10);
-                    (0..PER)
-                        .map(|_| encap(&out, &inner, NH_IPV4))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut pkts: Vec<Vec<u8>> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let mut pkts = encap_in_threads(&out, THREADS, PER, |t| ipv4(17, t * 10), usize::MAX);
         let mut seqs: Vec<u32> = pkts
             .iter()
             .map(|p| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
@@ -942,27 +962,8 @@ mod tests {
         let c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, 1024, false);
         let (out, inb) = pair(&c);
         let out = Arc::new(out);
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let out = Arc::clone(&out);
-                std::thread::spawn(move || {
-                    let inner = ipv4(6, 40 + t);
-                    // encapsulate in small batches, like a worker per TUN read
-                    (0..PER)
-                        .map(|i| {
-                            if i % 16 == 0 {
-                                std::thread::yield_now();
-                            }
-                            encap(&out, &inner, NH_IPV4)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut pkts: Vec<Vec<u8>> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        // encapsulate in small batches, like a worker per TUN read
+        let mut pkts = encap_in_threads(&out, THREADS, PER, |t| ipv4(6, 40 + t), 16);
         let seq_of = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
         pkts.sort_by_key(|p| seq_of(p));
         let seqs: Vec<u32> = pkts.iter().map(|p| seq_of(p)).collect();
