@@ -698,10 +698,11 @@ impl Worker {
                     continue;
                 }
             };
-            self.flush_out(); // nothing of an earlier run may wait for this run's turn
-                              // Wait (once) for the earlier ranges before the first send and before finishing,
-                              // also if every packet was dropped: finishing early would let later ranges pass
-                              // earlier ones.
+            // nothing of an earlier run may wait for this run's turn
+            self.flush_out();
+            // Wait (once) for the earlier ranges before the first send and before finishing,
+            // also if every packet was dropped: finishing early would let later ranges pass
+            // earlier ones.
             let mut waited = false;
             let mut wait = |sa: &fs_esp::OutboundSa| {
                 if !std::mem::replace(&mut waited, true) && !sa.wait_turn(first) {
