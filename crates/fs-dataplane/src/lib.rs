@@ -18,7 +18,8 @@
 //!
 //! Receive paths decrypt in place in the batch buffers, look the SA up once per SPI change
 //! within a batch, and write the inner packets to TUN from where they lie: consecutive TCP
-//! segments of a flow as one GSO super-packet per `writev` ([`tunout`]).
+//! segments of a flow as one GSO super-packet per `writev`, and with UDP segmentation offload
+//! (Linux >= 6.2) equal-sized UDP datagrams of a flow likewise ([`tunout`]).
 //!
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
@@ -347,6 +348,12 @@ impl DataPlane {
         &self.shared.tables
     }
 
+    /// Whether the TUN device accepted UDP segmentation offload (`TUN_F_USO4|TUN_F_USO6`):
+    /// decrypted UDP datagrams of a flow are then written as `GSO_UDP_L4` super-packets.
+    pub fn tun_udp_gso(&self) -> bool {
+        self.shared.tun.udp_gso()
+    }
+
     /// Global counters.
     pub fn counters(&self) -> &GlobalCounters {
         &self.shared.counters
@@ -409,7 +416,7 @@ fn open_queues(tun: &tun_rs::SyncDevice, n: usize) -> Vec<tun_rs::SyncDevice> {
     let mut v = Vec::with_capacity(n);
     for i in 1..=n {
         let q = match tun.try_clone() {
-            Ok(q) if q.tcp_gso() == tun.tcp_gso() => q,
+            Ok(q) if q.tcp_gso() == tun.tcp_gso() && q.udp_gso() == tun.udp_gso() => q,
             Ok(_) => {
                 warn!("TUN queue {i}: offload state differs from queue 0; not used");
                 break;
@@ -514,6 +521,7 @@ const RECV_BATCH_GRO: usize = 8;
 
 impl Worker {
     fn new(shared: Arc<Shared>) -> Self {
+        let udp_gso = shared.tun.udp_gso();
         Worker {
             shared,
             queue: 0,
@@ -523,7 +531,7 @@ impl Worker {
             pending_q: Vec::new(),
             pending_one: Vec::new(),
             plan: Vec::new(),
-            tun_out: tunout::TunWriter::default(),
+            tun_out: tunout::TunWriter::new(udp_gso),
             out: Box::new([]),
             out_used: 0,
             out_pkts: Vec::new(),
@@ -1139,8 +1147,8 @@ impl Worker {
     }
 
     /// Write the inner packets queued in `pending` (lying in `bufs`, the receive batch) to
-    /// TUN: with offloads consecutive TCP segments of a flow as one GSO super-packet
-    /// ([`tunout::TunWriter`]), else one write each.
+    /// TUN: with offloads consecutive TCP segments (and, with USO, UDP datagrams) of a flow
+    /// as one GSO super-packet ([`tunout::TunWriter`]), else one write each.
     ///
     /// Multi-queue TUN: each packet is written on the queue its flow hashes to
     /// ([`flow_queue`]), in order within the flow. Which queue a packet is written on does
@@ -1201,6 +1209,12 @@ impl Worker {
             failed
         };
         self.pending.clear();
+        let udp_gso = std::mem::take(&mut self.tun_out.udp_gso_writes);
+        if udp_gso > 0 {
+            sh.counters
+                .tun_gso_udp_writes
+                .fetch_add(udp_gso, Ordering::Relaxed);
+        }
         if failed > 0 {
             debug!("drop: {failed} TUN writes failed");
             sh.counters

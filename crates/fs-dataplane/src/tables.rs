@@ -400,6 +400,9 @@ pub struct GlobalCounters {
     pub pmtu_icmp: AtomicU64,
     /// Authenticated ESP-in-UDP from a new peer address reported to the control thread.
     pub peer_moves: AtomicU64,
+    /// UDP GSO super-packets (`GSO_UDP_L4`, several decrypted UDP datagrams of one flow)
+    /// written to the TUN device.
+    pub tun_gso_udp_writes: AtomicU64,
 }
 
 impl GlobalCounters {
@@ -429,6 +432,7 @@ impl GlobalCounters {
             ("acquires", g(&self.acquires)),
             ("pmtu_icmp", g(&self.pmtu_icmp)),
             ("peer_moves", g(&self.peer_moves)),
+            ("tun_gso_udp_writes", g(&self.tun_gso_udp_writes)),
         ]
         .into_iter()
         .collect()
