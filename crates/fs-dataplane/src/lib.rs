@@ -987,16 +987,7 @@ impl Worker {
         while !self.stopped() {
             let (n, from) = match s.sock.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if sock::read_timed_out(&e) => continue,
                 Err(e) => {
                     // e.g. ICMP errors reported on the socket; keep going
                     debug!("UDP {} receive error: {e}", s.local);
@@ -1026,12 +1017,7 @@ impl Worker {
             let k = match rb.recv(fd) {
                 Ok(k) => k,
                 Err(e) => {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) {
+                    if !sock::read_timed_out(&e) {
                         // e.g. ICMP errors reported on the socket; keep going
                         debug!("UDP {} receive error: {e}", s.local);
                     }
@@ -1098,12 +1084,7 @@ impl Worker {
             let k = match rb.recv(fd) {
                 Ok(k) => k,
                 Err(e) => {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) {
+                    if !sock::read_timed_out(&e) {
                         debug!("raw ESP receive error: {e}");
                     }
                     continue;

@@ -72,6 +72,15 @@ pub fn raw_esp(v6: bool) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(owned))
 }
 
+/// A blocking read on a socket with `SO_RCVTIMEO` came back empty (timeout, or a signal):
+/// not an error, the reader just checks for shutdown and reads again.
+pub fn read_timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Wait until `fd` is readable or `timeout_ms` passes.
 pub fn poll_readable(fd: libc::c_int, timeout_ms: libc::c_int) {
     let mut p = libc::pollfd {
