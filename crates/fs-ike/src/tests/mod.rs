@@ -1,7 +1,5 @@
 //! Deterministic simulation harness: two endpoints, virtual time, a lossy network.
-use crate::config::{
-    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, RetransmitConfig, StartAction,
-};
+use crate::config::{ChildConfig, Config, ConnConfig, RetransmitConfig};
 use crate::{ChildSa, CloseReason, Endpoint, Event, Transmit};
 use fs_crypto::proposal::{EspProposal, IkeProposal};
 use fs_crypto::{DhGroup, EncrAlg, IntegAlg, PrfAlg, TestRng};
@@ -92,22 +90,12 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         remote_id: Some(id(peer)),
         psk: b"correct horse battery staple".to_vec(),
         ike_proposals: vec![ike("aes256gcm16-prfsha256-x25519")],
-        children: vec![ChildConfig {
-            name: "net".into(),
-            local_ts: vec![ts(local_net)],
-            remote_ts: vec![ts(remote_net)],
-            esp_proposals: vec![esp("aes256gcm16")],
-            mode: Mode::Tunnel,
-            start_action: StartAction::None,
-            replay_window: 1024,
-            rekey_time: None,
-            life_time: None,
-            rand_time: None,
-            rekey_bytes: 0,
-            rekey_packets: 0,
-            life_bytes: 0,
-            life_packets: 0,
-        }],
+        children: vec![ChildConfig::new(
+            "net",
+            vec![ts(local_net)],
+            vec![ts(remote_net)],
+            vec![esp("aes256gcm16")],
+        )],
         retransmit: RetransmitConfig::default(),
         force_encap: false,
         prefer_udp_encap: false,
