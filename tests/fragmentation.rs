@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use Impl::{Ferroswan as FS, StrongSwan as SS};
 
 const GCM: &str = "aes256gcm16";
@@ -146,15 +146,7 @@ fn fragmented_tunnel(tag: &str, a: Impl, b: Impl) {
     let gwb = start(b, &topo, &topo.gb, "gwB", &GwParams::b(GCM), 2);
     let gwa = start(a, &topo, &topo.ga, "gwA", &GwParams::a(GCM), 1);
     eprintln!("[{tag}] gwA={a:?} gwB={b:?} fragment_size {FRAGMENT_SIZE}: initiating");
-    let t0 = Instant::now();
-    if let Err(e) = gwa.initiate() {
-        panic!("[{tag}] tunnel setup failed: {e}");
-    }
-    gwa.wait_established(Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    gwb.wait_established(Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    eprintln!("[{tag}] established in {:?}", t0.elapsed());
+    let t0 = establish(tag, &gwa, &gwb);
     wait_ping(&topo.ha, HB_IP, Duration::from_secs(10)).unwrap_or_else(|e| panic!("[{tag}] {e}"));
     ping(&topo.hb, HA_IP).unwrap_or_else(|e| panic!("[{tag}] {e}"));
     tcp_transfer(

@@ -94,9 +94,9 @@ fn dual_stack(tag: &str, a: Impl, b: Impl, outer_v6: bool) {
     ping(&topo.hb, HA_IP6).unwrap_or_else(|e| panic!("[{tag}] {e}"));
     wait_ping(&topo.ha, HB_IP, T * 2).unwrap_or_else(|e| panic!("[{tag}] IPv4 inner: {e}"));
     ping(&topo.hb, HA_IP).unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    tcp_transfer_any(&topo.ha, &topo.hb, HB_IP6, 5006, 1 << 20, T * 8)
+    tcp_transfer(&topo.ha, &topo.hb, HB_IP6, 5006, 1 << 20, T * 8)
         .unwrap_or_else(|e| panic!("[{tag}] TCP over IPv6 inner: {e}"));
-    tcp_transfer_any(&topo.hb, &topo.ha, HA_IP, 5004, 256 << 10, T * 8)
+    tcp_transfer(&topo.hb, &topo.ha, HA_IP, 5004, 256 << 10, T * 8)
         .unwrap_or_else(|e| panic!("[{tag}] TCP over IPv4 inner: {e}"));
     let sync_dst = if outer_v6 { GA_OUT6 } else { GA_OUT };
     capture_sync(&cap, &topo.gb, sync_dst);

@@ -1396,6 +1396,44 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
+/// In a server thread: enter `ns` and listen on `bind_ip:port` (non-blocking), then tell the
+/// client through `ready` whether that worked.
+fn listen_in(
+    ns: &str,
+    bind_ip: &str,
+    port: u16,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> Result<TcpListener, String> {
+    let setup = (|| -> Result<TcpListener, String> {
+        enter_netns(ns).map_err(|e| format!("setns {ns}: {e}"))?;
+        let l = TcpListener::bind((bind_ip, port))
+            .map_err(|e| format!("bind {bind_ip}:{port} in {ns}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(l)
+    })();
+    let _ = ready.send(setup.as_ref().map(|_| ()).map_err(Clone::clone));
+    setup
+}
+
+/// Accept one connection on a non-blocking `listener` before `deadline` (if the client never
+/// connects the test fails instead of hanging); the stream is returned in blocking mode.
+fn accept_by(listener: &TcpListener, deadline: Instant) -> Result<TcpStream, String> {
+    let s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err("server: no connection before the deadline".into());
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("server accept: {e}")),
+        }
+    };
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 /// Send `len` pseudo-random bytes over TCP from a socket in `client_ns` to a listener in
 /// `server_ns` on `server_ip:port` (IPv4 or IPv6); the server checks every byte (length + content) and
 /// answers "OK". Err(reason) on any mismatch, error or timeout.
@@ -1417,36 +1455,8 @@ pub fn tcp_transfer(
     let bind_ip = if addr.is_ipv6() { "::" } else { "0.0.0.0" };
     let sns = server_ns.to_string();
     let server = thread::spawn(move || -> Result<(), String> {
-        let setup = (|| -> Result<TcpListener, String> {
-            enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
-            let l = TcpListener::bind((bind_ip, port))
-                .map_err(|e| format!("bind {bind_ip}:{port} in {sns}: {e}"))?;
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok(l)
-        })();
-        let listener = match setup {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.clone()));
-                return Err(e);
-            }
-        };
-        let mut stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        return Err("server: no connection before the deadline".into());
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("server accept: {e}")),
-            }
-        };
-        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let listener = listen_in(&sns, bind_ip, port, &ready_tx)?;
+        let mut stream = accept_by(&listener, deadline)?;
         stream
             .set_read_timeout(Some(Duration::from_millis(500)))
             .map_err(|e| e.to_string())?;
@@ -1655,6 +1665,21 @@ pub fn site_to_site(tag: &str, a: Impl, b: Impl, esp: &str) {
     site_to_site_opts(tag, a, b, esp, &[], Wire::Udp)
 }
 
+/// gwA initiates; both gateways must show the SAs established within 15 s (panics
+/// otherwise). Returns when the initiation started.
+pub fn establish(tag: &str, gwa: &Gw, gwb: &Gw) -> Instant {
+    let t0 = Instant::now();
+    if let Err(e) = gwa.initiate() {
+        panic!("[{tag}] tunnel setup failed: {e}");
+    }
+    gwa.wait_established(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
+    gwb.wait_established(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
+    eprintln!("[{tag}] established in {:?}", t0.elapsed());
+    t0
+}
+
 /// How ESP must look on the outside link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
@@ -1682,15 +1707,7 @@ pub fn site_to_site_opts(
     let gwb = Gw::start_opts(b, &topo, &topo.gb, "gwB", &GwParams::b(esp), fs_opts);
     let gwa = Gw::start_opts(a, &topo, &topo.ga, "gwA", &GwParams::a(esp), fs_opts);
     eprintln!("[{tag}] gwA={a:?} gwB={b:?} ESP {esp}: initiating");
-    let t0 = Instant::now();
-    if let Err(e) = gwa.initiate() {
-        panic!("[{tag}] tunnel setup failed: {e}");
-    }
-    gwa.wait_established(Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    gwb.wait_established(Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("[{tag}] {e}"));
-    eprintln!("[{tag}] established in {:?}", t0.elapsed());
+    let t0 = establish(tag, &gwa, &gwb);
     for gw in [&gwa, &gwb] {
         if let Gw::Fs(f) = gw {
             let log = f.log();
@@ -1993,35 +2010,8 @@ pub fn tcp_stream(
     let hard_deadline = Instant::now() + duration + Duration::from_secs(20);
     let sns = server_ns.to_string();
     let server = thread::spawn(move || -> Result<TcpStreamResult, String> {
-        let listener = (|| -> Result<TcpListener, String> {
-            enter_netns(&sns).map_err(|e| format!("setns {sns}: {e}"))?;
-            TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind :{port}: {e}"))
-        })();
-        let listener = match listener {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.clone()));
-                return Err(e);
-            }
-        };
-        // Accept with a deadline: if the client never connects the test must fail, not hang.
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut s = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= hard_deadline {
-                        return Err("server: no connection before the deadline".into());
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let listener = listen_in(&sns, "0.0.0.0", port, &ready_tx)?;
+        let mut s = accept_by(&listener, hard_deadline)?;
         s.set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 64 * 1024];

@@ -529,18 +529,6 @@ pub fn enable_ipv6(topo: &Topology, outer: bool) {
     }
 }
 
-/// `tcp_transfer` for either address family (kept for the IPv6 tests' call sites).
-pub fn tcp_transfer_any(
-    client_ns: &str,
-    server_ns: &str,
-    server_ip: &str,
-    port: u16,
-    len: usize,
-    timeout: Duration,
-) -> Result<(), String> {
-    tcp_transfer(client_ns, server_ns, server_ip, port, len, timeout)
-}
-
 // ---------------------------------------------------------------------------------------
 // IKE_SA_INIT requests for flood tests
 // ---------------------------------------------------------------------------------------
