@@ -93,6 +93,7 @@ struct RawDaemon {
     log_level: Option<String>,
     ike_port: Option<u16>,
     natt_port: Option<u16>,
+    fail_closed: Option<bool>,
 }
 
 /// `tun_mtu`, `workers`: a number or `"auto"`.
@@ -218,6 +219,9 @@ pub struct DaemonSettings {
     pub log_level: Option<String>,
     pub ike_port: u16,
     pub natt_port: u16,
+    /// Keep an nftables table that drops the children's traffic outside the TUN device, also
+    /// while no daemon runs (see `crate::failclosed`). Default true.
+    pub fail_closed: bool,
 }
 
 /// A validated configuration file.
@@ -543,6 +547,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         log_level: d.log_level.clone(),
         ike_port,
         natt_port,
+        fail_closed: d.fail_closed.unwrap_or(true),
     };
 
     // [secrets]

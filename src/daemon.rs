@@ -157,6 +157,12 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         return 1;
     }
     let control_path = control_override.unwrap_or_else(|| cfg.daemon.control_socket.clone());
+    // The drop state first: from here on, whatever happens to this process, the children's
+    // traffic is encrypted or dropped.
+    if crate::failclosed::install_at_start(&cfg).is_err() {
+        return 1;
+    }
+    crate::failclosed::abort_on_panic();
 
     let (dp_tx, dp_rx) = unbounded::<DpMessage>();
     let mut bind = cfg.local_addrs();

@@ -2,6 +2,7 @@
 mod config;
 mod control;
 mod daemon;
+mod failclosed;
 
 use clap::{Parser, Subcommand};
 use control::{Request, Response};
@@ -24,6 +25,9 @@ Examples:
   ferroswan down s2s
   ferroswan status            (like swanctl --list-sas)
   ferroswan status --json     (machine-readable, with per-SA and drop counters)
+  ferroswan unblock --config /etc/ferroswan/gw-a.toml
+      Remove the fail-closed nftables table that keeps the children's traffic from
+      leaving in clear while the daemon is not running (run installs it again).
 
 up/down/status talk to the daemon over its control socket, default
 /run/ferroswan/ferroswan.sock: if the daemon's config sets [daemon] control_socket
@@ -74,6 +78,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Lift the fail-closed block: remove the nftables table that drops the configured
+    /// children's traffic outside the tunnel (it outlives the daemon on purpose; the next
+    /// `run` installs it again)
+    Unblock {
+        /// Take the TUN device name from this configuration file ([daemon] tun_name)
+        #[arg(long, short, value_name = "FILE", conflicts_with = "tun")]
+        config: Option<PathBuf>,
+        /// TUN device name of the daemon whose table to remove
+        #[arg(long, value_name = "NAME", default_value = "fs0")]
+        tun: String,
+    },
     /// Validate a configuration file and exit (0 = valid, 2 = invalid)
     CheckConfig {
         /// Configuration file (TOML)
@@ -119,6 +134,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Unblock { config, tun } => {
+            let tun = match config.map(|f| config::load(&f)) {
+                None => tun,
+                Some(Ok(c)) => c.daemon.tun_name,
+                Some(Err(e)) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match failclosed::unblock(&tun) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferroswan: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run { config } => match config::load(&config) {
             Ok(c) => ExitCode::from(daemon::run(c, cli.control) as u8),
             Err(e) => {

@@ -24,6 +24,7 @@
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
 mod batch;
+pub mod failclosed;
 pub mod netns;
 pub mod route;
 pub mod signals;
@@ -246,6 +247,11 @@ impl DataPlane {
                 binds.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
             }
         }
+        let mark = |fd| {
+            if let Err(e) = sock::set_mark(fd, failclosed::FWMARK) {
+                warn!("SO_MARK on a data-plane socket: {e} (selectors that cover the peers' own addresses would block IKE/ESP)");
+            }
+        };
         let mut udp = Vec::new();
         for ip in &binds {
             for (port, natt) in [(cfg.ike_port, false), (cfg.natt_port, true)] {
@@ -257,6 +263,7 @@ impl DataPlane {
                     .map_err(|e| io::Error::new(e.kind(), format!("UDP socket {addr}: {e}")))?;
                 sock.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))?;
                 sock::set_bufs(sock.as_raw_fd(), sock::SOCK_BUF);
+                mark(sock.as_raw_fd());
                 udp.push(UdpSock {
                     local: sock.local_addr()?,
                     sock,
@@ -271,6 +278,7 @@ impl DataPlane {
                 s.set_read_timeout(Some(Duration::from_millis(POLL_MS as u64)))
                     .ok()?;
                 sock::set_bufs(s.as_raw_fd(), sock::SOCK_BUF);
+                mark(s.as_raw_fd());
                 Some(s)
             }
             Err(e) => {

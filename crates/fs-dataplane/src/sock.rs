@@ -122,3 +122,19 @@ pub fn set_bufs(fd: libc::c_int, size: libc::c_int) {
         }
     }
 }
+
+/// `SO_MARK` on `fd` (needs CAP_NET_ADMIN): the fail-closed table lets packets with
+/// [`crate::failclosed::FWMARK`] through, so the daemon's own IKE and ESP are never blocked.
+pub fn set_mark(fd: libc::c_int, mark: u32) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live u32 and its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            &mark as *const u32 as *const libc::c_void,
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
