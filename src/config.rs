@@ -94,6 +94,7 @@ struct RawDaemon {
     ike_port: Option<u16>,
     natt_port: Option<u16>,
     fail_closed: Option<bool>,
+    user: Option<String>,
 }
 
 /// `tun_mtu`, `workers`: a number or `"auto"`.
@@ -222,6 +223,8 @@ pub struct DaemonSettings {
     /// Keep an nftables table that drops the children's traffic outside the TUN device, also
     /// while no daemon runs (see `crate::failclosed`). Default true.
     pub fail_closed: bool,
+    /// Run as this user after start-up (keeping CAP_NET_ADMIN); None = stay root.
+    pub user: Option<String>,
 }
 
 /// A validated configuration file.
@@ -548,6 +551,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         ike_port,
         natt_port,
         fail_closed: d.fail_closed.unwrap_or(true),
+        user: d.user.clone(),
     };
 
     // [secrets]

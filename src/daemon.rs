@@ -2,7 +2,7 @@
 //! the glue that applies IKE events to the data plane (SAs, policies, routes).
 use crate::config::FileConfig;
 use crate::control::{Request, Response, MAX_REQUEST};
-use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use fs_dataplane::{
     route, DataPlane, DataPlaneConfig, DpMessage, InboundEntry, OutboundEntry, Policy, PolicyAction,
 };
@@ -157,21 +157,31 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
         return 1;
     }
     let control_path = control_override.unwrap_or_else(|| cfg.daemon.control_socket.clone());
-    // The drop state first: from here on, whatever happens to this process, the children's
-    // traffic is encrypted or dropped.
+    // Before the data plane (and the privilege drop in it): the socket's directory may need
+    // root, and a second daemon on the same socket is refused before it touches the TUN.
+    let listener = match bind_control(&control_path) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("control socket {}: {e}", control_path.display());
+            return 1;
+        }
+    };
+    // The drop state before the TUN device: from here on, whatever happens to this process,
+    // the children's traffic is encrypted or dropped.
     if crate::failclosed::install_at_start(&cfg).is_err() {
+        let _ = std::fs::remove_file(&control_path);
         return 1;
     }
     crate::failclosed::abort_on_panic();
-
-    let (dp_tx, dp_rx) = unbounded::<DpMessage>();
+    let (dp_tx, dp_rx) = bounded::<DpMessage>(fs_dataplane::CONTROL_QUEUE_LEN);
     let mut bind = cfg.local_addrs();
     if cfg.any_wildcard() {
         bind.clear();
     }
     let (tun_mtu, tun_mtu_how) = cfg.resolve_tun_mtu(|r| route::egress_mtu(r).ok());
     info!("tunnel MTU {tun_mtu} ({tun_mtu_how})");
-    let dp = match DataPlane::start(
+    let user = cfg.daemon.user.clone();
+    let dp = match DataPlane::start_with(
         DataPlaneConfig {
             tun_name: cfg.daemon.tun_name.clone(),
             tun_mtu,
@@ -182,27 +192,32 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
             workers: cfg.daemon.workers,
         },
         dp_tx,
+        || {
+            crate::privs::drop_privileges(user.as_deref())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("dropping privileges: {e}")))?;
+            info!(
+                "privileges dropped: capabilities {:?} only, no_new_privs{}",
+                crate::privs::KEEP,
+                user.as_deref()
+                    .map(|u| format!(", user {u}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        },
     ) {
         Ok(dp) => dp,
         Err(e) => {
             error!("cannot start data plane: {e}");
+            let _ = std::fs::remove_file(&control_path);
             return 1;
         }
     };
 
-    let listener = match bind_control(&control_path) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("control socket {}: {e}", control_path.display());
-            dp.stop();
-            return 1;
-        }
-    };
-    let (ctl_tx, ctl_rx) = unbounded::<ControlMsg>();
+    let (ctl_tx, ctl_rx) = bounded::<ControlMsg>(CONTROL_CLIENTS_MAX);
     let _ = std::thread::Builder::new()
         .name("control-accept".into())
         .spawn(move || accept_loop(listener, ctl_tx));
-    let (sig_tx, sig_rx) = unbounded::<i32>();
+    let (sig_tx, sig_rx) = bounded::<i32>(4);
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -246,6 +261,12 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
 }
 
 fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
+    if path.as_os_str().is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty control socket path",
+        ));
+    }
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
@@ -260,19 +281,44 @@ fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let l = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-    Ok(l)
+    // The socket file is created by bind(2) with the umask applied: set it first, so there is
+    // no moment in which the socket is more open than 0660 (a chmod after bind would race).
+    // SAFETY: umask(2) cannot fail; it is restored right after the bind.
+    let old = unsafe { libc::umask(0o117) };
+    let l = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    l
 }
 
+/// Control connections served at once (one thread each); more are refused at once.
+const CONTROL_CLIENTS_MAX: usize = 16;
+
 fn accept_loop(listener: UnixListener, tx: Sender<ControlMsg>) {
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
+        let Ok(mut stream) = conn else { continue };
+        use std::sync::atomic::Ordering::Relaxed;
+        if busy.fetch_add(1, Relaxed) >= CONTROL_CLIENTS_MAX {
+            busy.fetch_sub(1, Relaxed);
+            fs_dataplane::drop_log!(WARN, "control socket: too many clients at once, refused");
+            if let Ok(mut s) = serde_json::to_string(&Response::fail("too many clients at once")) {
+                s.push('\n');
+                let _ = stream.write_all(s.as_bytes());
+            }
+            continue;
+        }
         let tx = tx.clone();
-        let _ = std::thread::Builder::new()
+        let done = busy.clone();
+        let spawned = std::thread::Builder::new()
             .name("control-conn".into())
-            .spawn(move || handle_client(stream, tx));
+            .spawn(move || {
+                handle_client(stream, tx);
+                done.fetch_sub(1, Relaxed);
+            });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -556,7 +602,7 @@ impl Daemon {
         while let Some(t) = self.endpoint.poll_transmit() {
             let local = self.map_local(t.local);
             if let Err(e) = self.dp.send_ike(local, t.remote, &t.data) {
-                warn!("sending IKE {} -> {} failed: {e}", local, t.remote);
+                fs_dataplane::drop_log!(WARN, "sending IKE {} -> {} failed: {e}", local, t.remote);
             }
         }
         while let Some(ev) = self.endpoint.poll_event() {

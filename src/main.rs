@@ -3,6 +3,7 @@ mod config;
 mod control;
 mod daemon;
 mod failclosed;
+mod privs;
 
 use clap::{Parser, Subcommand};
 use control::{Request, Response};

@@ -24,6 +24,8 @@
 //! Cleartext is never sent to the network: a packet read from TUN leaves only encrypted.
 
 mod batch;
+#[macro_use]
+pub mod ratelog;
 pub mod failclosed;
 pub mod netns;
 pub mod route;
@@ -58,6 +60,10 @@ const VNET_HDR_LEN: usize = 10;
 const TUN_TXQUEUELEN: u32 = 2000;
 /// Minimum interval between two acquires for the same trap policy.
 const ACQUIRE_INTERVAL_MS: u64 = 1000;
+/// Capacity of the queue from the socket threads to the control thread (create it with
+/// `crossbeam_channel::bounded(CONTROL_QUEUE_LEN)`). New IKE_SA_INIT requests are queued only
+/// while it is less than half full; everything else until it is full (then dropped, counted).
+pub const CONTROL_QUEUE_LEN: usize = 1024;
 /// The RFC 3948 non-ESP marker that precedes IKE messages on the NAT-T port.
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
 
@@ -193,6 +199,17 @@ impl DataPlane {
     /// Create the TUN device and sockets in the current network namespace and start the
     /// worker threads. IKE datagrams and acquires are sent to `tx`.
     pub fn start(cfg: DataPlaneConfig, tx: Sender<DpMessage>) -> io::Result<DataPlane> {
+        Self::start_with(cfg, tx, || Ok(()))
+    }
+
+    /// Like [`DataPlane::start`], calling `before_threads` once the TUN device and the sockets
+    /// are open and before any thread is spawned: the place to drop privileges, which Linux
+    /// keeps per thread (threads spawned afterwards inherit the reduced set).
+    pub fn start_with(
+        cfg: DataPlaneConfig,
+        tx: Sender<DpMessage>,
+        before_threads: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<DataPlane> {
         let build = |multi_queue: bool| {
             let b = tun_rs::DeviceBuilder::new()
                 .name(cfg.tun_name.clone())
@@ -307,6 +324,7 @@ impl DataPlane {
             tx,
             epoch: Instant::now(),
         });
+        before_threads()?;
         let mut threads = Vec::new();
         let spawn =
             |name: String, f: Box<dyn FnOnce(Worker) + Send>| -> io::Result<JoinHandle<()>> {
@@ -581,7 +599,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock::poll_readable(fd, POLL_MS),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    warn!("TUN read failed: {e}");
+                    drop_log!(WARN, "TUN read failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -638,13 +656,13 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error().is_none() => {
                     // a packet tun-rs could not split (bad virtio header / IP header)
-                    debug!("drop: malformed packet from TUN: {e}");
+                    drop_log!(DEBUG, "drop: malformed packet from TUN: {e}");
                     GlobalCounters::inc(&sh.counters.malformed);
                 }
                 Err(e) => {
                     self.flush_out();
                     singles = 0;
-                    warn!("TUN read failed: {e}");
+                    drop_log!(WARN, "TUN read failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -708,7 +726,7 @@ impl Worker {
             let first = match e.sa.reserve(n) {
                 Ok(f) => f,
                 Err(err) => {
-                    debug!("drop: SPI {:08x}: {err}", e.sa.spi());
+                    drop_log!(DEBUG, "drop: SPI {:08x}: {err}", e.sa.spi());
                     sh.counters.encap_error.fetch_add(n, Ordering::Relaxed);
                     i = j;
                     continue;
@@ -722,7 +740,11 @@ impl Worker {
             let mut waited = false;
             let mut wait = |sa: &fs_esp::OutboundSa| {
                 if !std::mem::replace(&mut waited, true) && !sa.wait_turn(first) {
-                    debug!("SPI {:08x}: earlier batch stalled; sending", sa.spi());
+                    drop_log!(
+                        DEBUG,
+                        "SPI {:08x}: earlier batch stalled; sending",
+                        sa.spi()
+                    );
                 }
             };
             for (m, x) in (i..j).enumerate() {
@@ -750,7 +772,7 @@ impl Worker {
         let c = &sh.counters;
         let n = pkt.len();
         let Ok(info) = PacketInfo::parse(pkt) else {
-            debug!("drop: malformed packet from TUN ({n} bytes)");
+            drop_log!(DEBUG, "drop: malformed packet from TUN ({n} bytes)");
             GlobalCounters::inc(&c.malformed);
             return None;
         };
@@ -763,7 +785,7 @@ impl Worker {
                 info.dst_port,
             )
         }) else {
-            debug!("drop: no policy for {} -> {}", info.src, info.dst);
+            drop_log!(DEBUG, "drop: no policy for {} -> {}", info.src, info.dst);
             GlobalCounters::inc(&c.no_policy);
             return None;
         };
@@ -789,20 +811,31 @@ impl Worker {
                         .is_ok()
                 {
                     GlobalCounters::inc(&c.acquires);
-                    debug!(
+                    drop_log!(
+                        DEBUG,
                         "acquire {}/{} for {} -> {}",
-                        p.conn, p.child, info.src, info.dst
+                        p.conn,
+                        p.child,
+                        info.src,
+                        info.dst
                     );
-                    let _ = sh.tx.send(DpMessage::Acquire {
-                        conn: p.conn.clone(),
-                        child: p.child.clone(),
-                    });
+                    to_control(
+                        sh,
+                        DpMessage::Acquire {
+                            conn: p.conn.clone(),
+                            child: p.child.clone(),
+                        },
+                    );
                 }
             }
             PolicyAction::Drop => {
-                debug!(
+                drop_log!(
+                    DEBUG,
                     "drop: {}/{} has no SA ({} -> {})",
-                    p.conn, p.child, info.src, info.dst
+                    p.conn,
+                    p.child,
+                    info.src,
+                    info.dst
                 );
                 GlobalCounters::inc(&c.no_sa);
             }
@@ -832,7 +865,8 @@ impl Worker {
         let len = match res {
             Ok(l) => l,
             Err(err) => {
-                debug!(
+                drop_log!(
+                    DEBUG,
                     "drop: encapsulation failed on SPI {:08x}: {err}",
                     e.sa.spi()
                 );
@@ -880,7 +914,7 @@ impl Worker {
         match res {
             Ok(_) => GlobalCounters::inc(&sh.counters.pmtu_icmp),
             Err(e) => {
-                debug!("drop: TUN write of ICMP too-big failed: {e}");
+                drop_log!(DEBUG, "drop: TUN write of ICMP too-big failed: {e}");
                 GlobalCounters::inc(&sh.counters.tun_write_error);
             }
         }
@@ -958,7 +992,7 @@ impl Worker {
                             failed += pk.len() - i - sent;
                             break;
                         }
-                        debug!("drop: sending ESP to {} failed: {err}", dest.remote);
+                        drop_log!(DEBUG, "drop: sending ESP to {} failed: {err}", dest.remote);
                         failed += j - i;
                     }
                     i = j;
@@ -973,7 +1007,7 @@ impl Worker {
                 match batch::send_many(fd, remote, &self.out, &self.out_pkts) {
                     Ok(sent) => failed = total - sent.min(total),
                     Err(err) => {
-                        debug!("drop: sending ESP to {} failed: {err}", dest.remote);
+                        drop_log!(DEBUG, "drop: sending ESP to {} failed: {err}", dest.remote);
                         failed = total;
                     }
                 }
@@ -998,7 +1032,7 @@ impl Worker {
                 Err(e) if sock::read_timed_out(&e) => continue,
                 Err(e) => {
                     // e.g. ICMP errors reported on the socket; keep going
-                    debug!("UDP {} receive error: {e}", s.local);
+                    drop_log!(DEBUG, "UDP {} receive error: {e}", s.local);
                     continue;
                 }
             };
@@ -1027,7 +1061,7 @@ impl Worker {
                 Err(e) => {
                     if !sock::read_timed_out(&e) {
                         // e.g. ICMP errors reported on the socket; keep going
-                        debug!("UDP {} receive error: {e}", s.local);
+                        drop_log!(DEBUG, "UDP {} receive error: {e}", s.local);
                     }
                     continue;
                 }
@@ -1093,7 +1127,7 @@ impl Worker {
                 Ok(k) => k,
                 Err(e) => {
                     if !sock::read_timed_out(&e) {
-                        debug!("raw ESP receive error: {e}");
+                        drop_log!(DEBUG, "raw ESP receive error: {e}");
                     }
                     continue;
                 }
@@ -1205,7 +1239,7 @@ impl Worker {
                 .fetch_add(udp_gso, Ordering::Relaxed);
         }
         if failed > 0 {
-            debug!("drop: {failed} TUN writes failed");
+            drop_log!(DEBUG, "drop: {failed} TUN writes failed");
             sh.counters
                 .tun_write_error
                 .fetch_add(failed, Ordering::Relaxed);
@@ -1221,11 +1255,25 @@ impl Worker {
         } else {
             local
         };
-        let _ = self.shared.tx.send(DpMessage::Ike {
-            local,
-            remote,
-            data,
-        });
+        let sh = &*self.shared;
+        // Under overload, shed requests for new SAs first: they cost a DH each, while the
+        // messages of established SAs keep them alive (DPD, rekeys, deletes).
+        if is_ike_sa_init_request(&data) && sh.tx.len() >= CONTROL_QUEUE_LEN / 2 {
+            GlobalCounters::inc(&sh.counters.control_queue_shed_init);
+            drop_log!(
+                DEBUG,
+                "control queue half full: new IKE_SA_INIT request from {remote} shed"
+            );
+            return;
+        }
+        to_control(
+            sh,
+            DpMessage::Ike {
+                local,
+                remote,
+                data,
+            },
+        );
     }
 
     /// Our source address towards `remote` (routing lookup by connecting a UDP socket; no
@@ -1262,7 +1310,7 @@ impl Worker {
         let sh = &*self.shared;
         let c = &sh.counters;
         if pkt.len() < fs_esp::ESP_HEADER_LEN {
-            debug!("drop: short ESP packet from {from}");
+            drop_log!(DEBUG, "drop: short ESP packet from {from}");
             GlobalCounters::inc(&c.malformed);
             return None;
         }
@@ -1271,7 +1319,7 @@ impl Worker {
             Some((s, e)) if s == spi => e,
             _ => {
                 let Some(e) = sad.get(&spi) else {
-                    debug!("drop: unknown SPI {spi:08x} from {from}");
+                    drop_log!(DEBUG, "drop: unknown SPI {spi:08x} from {from}");
                     GlobalCounters::inc(&c.unknown_spi);
                     return None;
                 };
@@ -1282,7 +1330,7 @@ impl Worker {
         let d = match entry.sa.decapsulate(pkt) {
             Ok(d) => d,
             Err(e) => {
-                debug!("drop: ESP SPI {spi:08x} from {from}: {e}");
+                drop_log!(DEBUG, "drop: ESP SPI {spi:08x} from {from}: {e}");
                 use fs_esp::EspError::*;
                 let ctr = match e {
                     Dummy => return None, // dummy packet (TFC), RFC 4303 2.6
@@ -1300,7 +1348,8 @@ impl Worker {
             return None; // dummy packet (TFC), RFC 4303 2.6
         }
         if d.next_header != fs_esp::NH_IPV4 && d.next_header != fs_esp::NH_IPV6 {
-            debug!(
+            drop_log!(
+                DEBUG,
                 "drop: SPI {spi:08x}: next header {} (transport mode is not supported over TUN)",
                 d.next_header
             );
@@ -1312,7 +1361,7 @@ impl Worker {
             return None;
         };
         let Ok(info) = PacketInfo::parse(inner) else {
-            debug!("drop: SPI {spi:08x}: malformed inner packet");
+            drop_log!(DEBUG, "drop: SPI {spi:08x}: malformed inner packet");
             GlobalCounters::inc(&c.malformed);
             return None;
         };
@@ -1323,9 +1372,13 @@ impl Worker {
             info.src_port,
             info.dst_port,
         ) {
-            debug!(
+            drop_log!(
+                DEBUG,
                 "drop: SPI {spi:08x}: inner {} -> {} outside {}/{} selectors",
-                info.src, info.dst, entry.conn, entry.child
+                info.src,
+                info.dst,
+                entry.conn,
+                entry.child
             );
             GlobalCounters::inc(&c.selector_mismatch);
             return None;
@@ -1357,12 +1410,38 @@ fn note_peer<'p>(
     let Some(t) = t else { return };
     let now_ms = || u64::try_from(sh.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     if t.observe(from, now_ms) {
-        debug!("SPI {spi:08x}: authenticated ESP from new peer address {from}");
+        drop_log!(
+            DEBUG,
+            "SPI {spi:08x}: authenticated ESP from new peer address {from}"
+        );
         GlobalCounters::inc(&sh.counters.peer_moves);
-        let _ = sh.tx.send(DpMessage::PeerEndpoint {
-            spi_in: spi,
-            remote: from,
-        });
+        to_control(
+            sh,
+            DpMessage::PeerEndpoint {
+                spi_in: spi,
+                remote: from,
+            },
+        );
+    }
+}
+
+/// Queue `m` for the control thread; dropped and counted when the queue is full (never
+/// blocks a socket thread, never grows without bound).
+fn to_control(sh: &Shared, m: DpMessage) {
+    if let Err(crossbeam_channel::TrySendError::Full(_)) = sh.tx.try_send(m) {
+        GlobalCounters::inc(&sh.counters.control_queue_full);
+        drop_log!(DEBUG, "control queue full: message dropped");
+    }
+}
+
+/// An IKE_SA_INIT request for a new SA (exchange 34, Response flag clear, responder SPI 0):
+/// the cheapest thing to shed under overload. Reads only the fixed header.
+fn is_ike_sa_init_request(ike: &[u8]) -> bool {
+    match (ike.get(8..16), ike.get(18), ike.get(19)) {
+        (Some(spi_r), Some(&34), Some(&flags)) => {
+            flags & fs_wire::ike::flags::RESPONSE == 0 && spi_r.iter().all(|b| *b == 0)
+        }
+        _ => false,
     }
 }
 

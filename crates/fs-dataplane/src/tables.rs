@@ -403,6 +403,12 @@ pub struct GlobalCounters {
     /// UDP GSO super-packets (`GSO_UDP_L4`, several decrypted UDP datagrams of one flow)
     /// written to the TUN device.
     pub tun_gso_udp_writes: AtomicU64,
+    /// New IKE_SA_INIT requests shed because the queue to the control thread was at least
+    /// half full ([`crate::CONTROL_QUEUE_LEN`]): under overload new SAs go first.
+    pub control_queue_shed_init: AtomicU64,
+    /// Other messages (IKE of existing SAs, acquires, peer moves) dropped because the queue
+    /// to the control thread was full.
+    pub control_queue_full: AtomicU64,
 }
 
 impl GlobalCounters {
@@ -433,6 +439,8 @@ impl GlobalCounters {
             ("pmtu_icmp", g(&self.pmtu_icmp)),
             ("peer_moves", g(&self.peer_moves)),
             ("tun_gso_udp_writes", g(&self.tun_gso_udp_writes)),
+            ("control_queue_shed_init", g(&self.control_queue_shed_init)),
+            ("control_queue_full", g(&self.control_queue_full)),
         ]
         .into_iter()
         .collect()
