@@ -254,10 +254,16 @@ swanctl_i() { local side=$1; shift; SWANCTL_DIR="${GW_DIR[$side]}/swanctl" "$SWA
 fsctl()     { local side=$1; shift; timeout 40 "$BIN" --control "${GW_DIR[$side]}/ctl.sock" "$@"; }
 
 gw_stop() {  # SIDE
-  local side=$1
+  local side=$1 ns=$NS_GB
+  [ "$side" = A ] && ns=$NS_GA
   [ -n "${GW_PID[$side]:-}" ] || return 0
   stop_pid "${GW_PID[$side]}"
   unset "GW_PID[$side]"
+  # ferroswan's fail-closed nftables table outlives it on purpose; the next case may be a
+  # strongSwan gateway in the same namespace (its own TUN), so lift it.
+  if [ "${GW_IMPL[$side]:-}" = fs ]; then
+    ip netns exec "$ns" "$BIN" unblock --config "${GW_DIR[$side]}/ferroswan.toml" > /dev/null 2>&1 || true
+  fi
 }
 
 gw_initiate() {  # bring the tunnel up from gwA; output in $1
