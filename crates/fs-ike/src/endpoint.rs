@@ -6,6 +6,7 @@ use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
 use crate::proposals::{self, EspSuite, IkeSuite};
 use crate::sk::{self, OpenError};
+use crate::time::{after, scale};
 use fs_crypto::dh::KeyExchange;
 use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
 use fs_wire::id::Identity;
@@ -568,14 +569,14 @@ impl IkeSa {
             && self.pending.is_none()
             && self.tasks.is_empty()
             && self.to_create.is_empty())
-        .then(|| self.last_rx + d)
+        .then(|| after(self.last_rx, d))
     }
     /// Next NAT keepalive (RFC 3948 4): only the side behind the NAT sends them, on the
     /// port 4500 path, when nothing else went to the peer for `nat_keepalive`.
     fn keepalive_due(&self) -> Option<Instant> {
         let d = self.conn.nat_keepalive?;
         (self.active() && self.nat_local && self.local.port() == NATT_PORT)
-            .then(|| self.last_tx + d)
+            .then(|| after(self.last_tx, d))
     }
     fn deadline(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
@@ -1443,8 +1444,8 @@ impl Endpoint {
         let mut b = [0u8; 8];
         self.rng.fill(&mut b);
         let f = (u64::from_be_bytes(b) % 1_000_001) as f64 / 1_000_000.0;
-        let max = rand.unwrap_or_else(|| d.mul_f64(0.1)).min(d);
-        d.saturating_sub(max.mul_f64(f))
+        let max = rand.unwrap_or_else(|| scale(d, 0.1)).min(d);
+        d.saturating_sub(scale(max, f))
     }
 
     /// RETRY_DELAY plus up to as much again at random.
@@ -1452,12 +1453,14 @@ impl Endpoint {
         let mut b = [0u8; 4];
         self.rng.fill(&mut b);
         let f = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
-        RETRY_DELAY + RETRY_DELAY.mul_f64(f)
+        RETRY_DELAY.saturating_add(scale(RETRY_DELAY, f))
     }
 
     /// How long a superseded IKE SA waits for the peer's Delete (or our decision).
     fn superseded_grace(sa: &IkeSa) -> Duration {
-        total_rto(&sa.conn.retransmit) * 2 + Duration::from_secs(10)
+        total_rto(&sa.conn.retransmit)
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(10))
     }
 
     fn alloc_spi(&mut self) -> u64 {
@@ -1859,7 +1862,7 @@ impl Endpoint {
                 }
             }
             Ok(None) | Err(_) => {
-                old.reauth_at = Some(now + self.retry_delay() * 5);
+                old.reauth_at = Some(after(now, self.retry_delay().saturating_mul(5)));
             }
         }
     }
@@ -1895,7 +1898,7 @@ impl Endpoint {
 
     /// The reauthenticating IKE SA for `old_id` failed: `old_id` stays, and tries again later.
     fn reauth_failed(&mut self, old_id: u64, now: Instant) {
-        let delay = self.retry_delay() * 5;
+        let delay = self.retry_delay().saturating_mul(5);
         if let Some(o) = self
             .sas
             .values_mut()
@@ -1903,7 +1906,7 @@ impl Endpoint {
         {
             o.reauth_by = None;
             if o.conn.reauth_time.is_some() {
-                o.reauth_at = Some(now + delay);
+                o.reauth_at = Some(after(now, delay));
             }
         }
     }
@@ -1989,7 +1992,7 @@ impl Endpoint {
             "retransmit {} of request {} (IKE_SA {}[{}])",
             p.sent, p.msg_id, sa.conn.name, sa.id
         );
-        p.deadline = now + rto(&cfg, p.sent);
+        p.deadline = after(now, rto(&cfg, p.sent));
         p.sent += 1;
         let (l, r, d) = (p.local, p.remote, p.data.clone());
         self.stats.retransmits_sent += 1;
@@ -2184,7 +2187,7 @@ impl Endpoint {
             local: sa.local,
             remote: sa.remote,
             sent: 1,
-            deadline: now + rto(&sa.conn.retransmit, 0),
+            deadline: after(now, rto(&sa.conn.retransmit, 0)),
             kind,
         });
     }
@@ -2672,7 +2675,7 @@ impl Endpoint {
             udp_pref,
             expected_req_id: 1,
             last_response: Some((0, resp)),
-            half_open_deadline: Some(now + limits.half_open_timeout),
+            half_open_deadline: Some(after(now, limits.half_open_timeout)),
             frag: FragState::new(frag_ok),
             ..IkeSa::new(
                 id,
@@ -3015,11 +3018,11 @@ impl Endpoint {
         sa.last_rx = now;
         if let Some(d) = sa.conn.reauth_time {
             // Reauthentication replaces the IKE rekey (it refreshes all keys too).
-            sa.reauth_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
+            sa.reauth_at = Some(after(now, self.jittered(d, sa.conn.rand_time)));
         } else if let Some(d) = sa.conn.rekey_time {
-            sa.rekey_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
+            sa.rekey_at = Some(after(now, self.jittered(d, sa.conn.rand_time)));
         }
-        sa.expire_at = sa.conn.life_time.and_then(|l| now.checked_add(l));
+        sa.expire_at = sa.conn.life_time.map(|l| after(now, l));
         info!(
             "IKE_SA {}[{}] established between {}[{}]...{}[{}]",
             sa.conn.name,
@@ -3437,11 +3440,11 @@ impl Endpoint {
         let (rekey, life, rand) = cfg.map_or((None, None, None), |c| {
             (c.rekey_time, c.life_time, c.rand_time)
         });
-        let rekey_at = rekey.and_then(|d| now.checked_add(self.jittered(d, rand)));
+        let rekey_at = rekey.map(|d| after(now, self.jittered(d, rand)));
         // Hard lifetime: life_time, else rekey_time * 1.1 (strongSwan's default margin).
         let expire_at = life
-            .or_else(|| rekey.and_then(|d| Duration::try_from_secs_f64(d.as_secs_f64() * 1.1).ok()))
-            .and_then(|h| now.checked_add(h));
+            .or_else(|| rekey.map(|d| scale(d, 1.1)))
+            .map(|h| after(now, h));
         sa.children.push(InstalledChild {
             sa: child,
             established: now,
@@ -3704,7 +3707,7 @@ impl Endpoint {
             let mut new = new;
             new.superseded = true;
             new.adopt_pending = true;
-            new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+            new.superseded_deadline = Some(after(now, Self::superseded_grace(sa)));
             if let Some(r) = sa.pending_rekey_ike() {
                 r.collision = Some((our_spi, lowest(ni, &nr)));
             }
@@ -3799,18 +3802,18 @@ impl Endpoint {
         new.last_rx = now;
         if new.conn.reauth_time.is_none() {
             if let Some(d) = new.conn.rekey_time {
-                new.rekey_at = now.checked_add(self.jittered(d, new.conn.rand_time));
+                new.rekey_at = Some(after(now, self.jittered(d, new.conn.rand_time)));
             }
         }
         // A rekey (e.g. by the peer) does not postpone our reauthentication.
         new.reauth_at = old.reauth_at.take();
         new.reauth_by = old.reauth_by.take();
         new.reauth_of = old.reauth_of.take();
-        new.expire_at = new.conn.life_time.and_then(|l| now.checked_add(l));
+        new.expire_at = new.conn.life_time.map(|l| after(now, l));
         old.superseded = true;
         old.adopt_pending = false;
         old.rekey_at = None;
-        old.superseded_deadline = Some(now + Self::superseded_grace(old));
+        old.superseded_deadline = Some(after(now, Self::superseded_grace(old)));
         info!(
             "IKE_SA {}[{}] rekeyed: {:016x}_i {:016x}_r",
             new.conn.name, new.id, new.spi_i, new.spi_r
@@ -4042,7 +4045,7 @@ impl Endpoint {
             }
             Some(nt::TEMPORARY_FAILURE) => {
                 // RFC 7296 2.25: retry later, not immediately.
-                let at = now + self.retry_delay();
+                let at = after(now, self.retry_delay());
                 match (cp.rekey, old_installed) {
                     (Some(_), Some(spi)) => sa.delayed.push((at, Task::RekeyChild(spi))),
                     (Some(_), None) => {}
@@ -4075,7 +4078,7 @@ impl Endpoint {
         let Some(new_in) = self.complete_child(sa, now, cp, payloads, &ni, &nr) else {
             if let Some(spi) = old_installed {
                 // Rekey failed: try again later (the hard lifetime bounds the old SA).
-                let at = now + self.retry_delay();
+                let at = after(now, self.retry_delay());
                 sa.delayed.push((at, Task::RekeyChild(spi)));
             }
             return;
@@ -4168,7 +4171,7 @@ impl Endpoint {
                         "IKE_SA {}[{}] rekey failed: {e}, retrying later",
                         sa.conn.name, sa.id
                     );
-                    let at = now + self.retry_delay();
+                    let at = after(now, self.retry_delay());
                     sa.delayed.push((at, Task::RekeyIke));
                 }
                 return;
@@ -4209,7 +4212,7 @@ impl Endpoint {
                 info!("IKE_SA {}[{}] rekey collision lost", sa.conn.name, sa.id);
                 new.superseded = true;
                 new.delete_queued = true;
-                new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+                new.superseded_deadline = Some(after(now, Self::superseded_grace(sa)));
                 self.finish(new, Outcome::Keep, now);
                 self.adopt(sa, n2, now);
             }

@@ -12,6 +12,7 @@ pub mod endpoint;
 mod fragment;
 mod proposals;
 mod sk;
+mod time;
 
 pub use config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction};
 pub use cookie::Limits;

@@ -12,6 +12,7 @@ mod dos;
 mod esp_nat;
 mod frag;
 mod lifecycle;
+mod limits;
 mod nat;
 mod reauth;
 
