@@ -5,6 +5,7 @@ use crate::config::{
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
 use crate::proposals::{self, EspSuite, IkeSuite};
+use crate::ratelimit::TokenBucket;
 use crate::sk::{self, OpenError};
 use crate::time::{after, scale};
 use fs_crypto::dh::KeyExchange;
@@ -12,7 +13,7 @@ use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cip
 use fs_wire::id::Identity;
 use fs_wire::ike::{
     auth_method, exchange, flags, notify_name, notify_type as nt, protocol_id, Delete, Header,
-    IdPayload, Message, Payload, Proposal, IKE_VERSION,
+    IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
 use serde::Serialize;
@@ -256,6 +257,12 @@ pub struct IkeStats {
     pub duplicates_deleted: u64,
     /// CHILD_SAs rekeyed because of a volume limit or the 32-bit sequence number space.
     pub volume_rekeys: u64,
+    /// Datagrams from UDP source port 0 (no reply can reach it): dropped unprocessed.
+    pub dropped_source_port_zero: u64,
+    /// Requests with IKE major version > 2 answered with INVALID_MAJOR_VERSION (RFC 7296 2.5).
+    pub invalid_major_version_sent: u64,
+    /// ... and those left unanswered by the rate limit ([`MAJOR_VERSION_ANSWERS_PER_SEC`]).
+    pub invalid_major_version_suppressed: u64,
 }
 
 /// Traffic counters of one CHILD_SA as the data plane reports them (`note_child_counters`).
@@ -274,6 +281,8 @@ pub struct ChildCounters {
 pub const SEQ_REKEY_MARGIN: u64 = 1 << 24;
 /// ... and deleted once the 32-bit space is exhausted (the data plane cannot send on it).
 pub const SEQ_HARD_LIMIT: u64 = u32::MAX as u64;
+/// INVALID_MAJOR_VERSION answers: at most this many per second (after a burst of as many).
+pub const MAJOR_VERSION_ANSWERS_PER_SEC: u32 = 10;
 /// At most one info line per this interval about IKE_SA_INIT requests matching no connection.
 const NO_MATCH_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -830,6 +839,8 @@ pub struct Endpoint {
     /// Rate limit of the "matches no connection" info line: last logged, and not yet logged.
     no_match_logged: Option<Instant>,
     no_match_unlogged: u64,
+    /// Rate limit of INVALID_MAJOR_VERSION answers (unauthenticated, spoofable sources).
+    major_version_answers: TokenBucket,
 }
 
 impl Endpoint {
@@ -847,6 +858,10 @@ impl Endpoint {
             dos: DosGuard::default(),
             no_match_logged: None,
             no_match_unlogged: 0,
+            major_version_answers: TokenBucket::new(
+                MAJOR_VERSION_ANSWERS_PER_SEC,
+                MAJOR_VERSION_ANSWERS_PER_SEC,
+            ),
         }
     }
     /// Replace the configuration (existing SAs are kept).
@@ -866,8 +881,18 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) {
+        if remote.port() == 0 {
+            // No reply could reach port 0 (sending to it fails): not worth a parse, nor a
+            // log line per datagram.
+            self.stats.dropped_source_port_zero += 1;
+            return;
+        }
         let msg = match Message::parse(data) {
             Ok(m) => m,
+            Err(WireError::UnsupportedVersion(v)) if v >> 4 > IKE_VERSION >> 4 => {
+                self.on_invalid_major_version(now, local, remote, data);
+                return;
+            }
             Err(e) => {
                 debug!(%remote, "dropping malformed IKE message: {e}");
                 self.stats.dropped_malformed += 1;
@@ -2239,6 +2264,65 @@ impl Endpoint {
         let m = Message {
             header: h,
             payloads: vec![Payload::notify(ntype, data)],
+        };
+        self.transmit(local, remote, m.emit());
+    }
+
+    /// A message with a major version above ours.
+    fn on_invalid_major_version(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        //= https://www.rfc-editor.org/rfc/rfc7296#section-2.5
+        //# If an endpoint receives a message with a higher major version number,
+        //# it MUST drop the message and SHOULD send an unauthenticated Notify
+        //# message of type INVALID_MAJOR_VERSION containing the highest
+        //# (closest) version number it supports.
+        let Ok(req) = Header::parse(data) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        if req.is_response() {
+            // Only requests are answered (RFC 7296 1.5: the answer is a response).
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if !self.major_version_answers.take(now) {
+            self.stats.invalid_major_version_suppressed += 1;
+            return;
+        }
+        self.stats.invalid_major_version_sent += 1;
+        debug!(%remote, "IKE major version {} not supported, answering", req.version >> 4);
+        //= https://www.rfc-editor.org/rfc/rfc7296#section-1.5
+        //# In the second and third cases, the message is always sent without
+        //# cryptographic protection (outside of an IKE SA), and includes either
+        //# an INVALID_IKE_SPI or an INVALID_MAJOR_VERSION notification (with no
+        //# notification data).  The message is a response message, and thus it
+        //# is sent to the IP address and port from whence it came with the same
+        //# IKE SPIs and the Message ID and Exchange Type are copied from the
+        //# request.  The Response flag is set to 1, and the version flags are
+        //# set in the normal fashion.
+        let initiator = if req.flags & flags::INITIATOR == 0 {
+            flags::INITIATOR
+        } else {
+            0
+        };
+        let h = Header {
+            spi_i: req.spi_i,
+            spi_r: req.spi_r,
+            next_payload: 0,
+            version: IKE_VERSION,
+            exchange: req.exchange,
+            flags: flags::RESPONSE | initiator,
+            message_id: req.message_id,
+            length: 0,
+        };
+        let m = Message {
+            header: h,
+            payloads: vec![Payload::notify(nt::INVALID_MAJOR_VERSION, Vec::new())],
         };
         self.transmit(local, remote, m.emit());
     }

@@ -11,6 +11,7 @@ mod cookie;
 pub mod endpoint;
 mod fragment;
 mod proposals;
+mod ratelimit;
 mod sk;
 mod time;
 

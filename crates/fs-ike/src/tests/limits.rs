@@ -89,3 +89,115 @@ fn huge_durations_never_panic() {
         }
     }
 }
+
+/// The IKE_SA_INIT request A sends to B, and B's endpoint (fresh, nothing sent yet).
+fn init_request() -> (Vec<u8>, Endpoint) {
+    let (a, b) = pair();
+    let mut sim = Sim::new(a, b.clone(), 4243);
+    let now = sim.now;
+    sim.a().ep.initiate(now, "s2s", None).unwrap();
+    sim.pump();
+    let b = Endpoint::new(
+        Config {
+            connections: vec![b],
+            ..Default::default()
+        },
+        Box::new(TestRng::from_seed(99)),
+    );
+    (sim.nodes[0].sent[0].data.clone(), b)
+}
+
+fn drain(ep: &mut Endpoint) -> Vec<Transmit> {
+    while ep.poll_event().is_some() {}
+    std::iter::from_fn(|| ep.poll_transmit()).collect()
+}
+
+const B_IKE: &str = "200.2.2.2:500";
+
+/// Issue 9 item 10: IKE datagrams from UDP source port 0 are dropped and counted, without
+/// processing (no state, no answer).
+#[test]
+fn source_port_zero_dropped_and_counted() {
+    let (req, mut b) = init_request();
+    let local: SocketAddr = B_IKE.parse().unwrap();
+    let now = Instant::now();
+    for _ in 0..1000 {
+        b.handle_datagram(now, local, "100.1.1.1:0".parse().unwrap(), &req);
+    }
+    assert!(drain(&mut b).is_empty(), "no answer to port 0");
+    assert_eq!(b.test_table_sizes().0, 0, "no IKE SA");
+    let st = b.stats().clone();
+    assert_eq!(st.dropped_source_port_zero, 1000);
+    assert_eq!(st.dropped_malformed, 0);
+    // The same request from a real port is answered.
+    b.handle_datagram(now, local, "100.1.1.1:500".parse().unwrap(), &req);
+    assert_eq!(drain(&mut b).len(), 1);
+    assert_eq!(b.stats().dropped_source_port_zero, 1000);
+}
+
+/// Issue 9 item 10 / RFC 7296 2.5, 1.5: a request with major version 3 gets an unencrypted
+/// INVALID_MAJOR_VERSION response carrying version 2.0, SPIs, exchange and message ID copied;
+/// responses get nothing; a flood is answered at the rate limit and the rest counted.
+#[test]
+fn invalid_major_version_answered_rate_limited() {
+    use crate::endpoint::MAJOR_VERSION_ANSWERS_PER_SEC as RATE;
+    use fs_wire::ike::{flags, notify_type as nt, Header, Message, Payload};
+    let (mut req, mut b) = init_request();
+    req[17] = 0x30; // version 3.0
+    let h = Header::parse(&req).unwrap();
+    let (local, from): (SocketAddr, SocketAddr) =
+        (B_IKE.parse().unwrap(), "100.1.1.1:500".parse().unwrap());
+    let t0 = Instant::now();
+    b.handle_datagram(t0, local, from, &req);
+    let out = drain(&mut b);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].local, out[0].remote), (local, from));
+    let m = Message::parse(&out[0].data).unwrap();
+    assert_eq!(m.header.version, 0x20, "the highest version we support");
+    assert_eq!((m.header.spi_i, m.header.spi_r), (h.spi_i, h.spi_r));
+    assert_eq!(m.header.exchange, h.exchange);
+    assert_eq!(m.header.message_id, h.message_id);
+    assert_eq!(
+        m.header.flags,
+        flags::RESPONSE,
+        "response, from the responder"
+    );
+    match m.payloads.as_slice() {
+        [Payload::Notify(n)] => {
+            assert_eq!(n.ntype, nt::INVALID_MAJOR_VERSION);
+            assert!(n.data.is_empty() && n.spi.is_empty());
+        }
+        p => panic!("unexpected payloads {p:?}"),
+    }
+    assert_eq!(b.test_table_sizes().0, 0, "no state kept");
+    // A response with a higher version is dropped silently.
+    let mut resp = req.clone();
+    resp[19] |= flags::RESPONSE;
+    b.handle_datagram(t0, local, from, &resp);
+    assert!(drain(&mut b).is_empty());
+    // Version 1 (IKEv1) is not "higher": dropped as malformed, no answer.
+    let mut v1 = req.clone();
+    v1[17] = 0x10;
+    b.handle_datagram(t0, local, from, &v1);
+    assert!(drain(&mut b).is_empty());
+    // A flood of 10,000 over 2 s: the burst plus the rate, the rest suppressed.
+    let mut answered = 0u64;
+    for i in 0..10_000u64 {
+        b.handle_datagram(t0 + Duration::from_micros(200 * i), local, from, &req);
+        answered += drain(&mut b).len() as u64;
+    }
+    let st = b.stats().clone();
+    let limit = u64::from(RATE) * 3;
+    assert!(answered <= limit, "{answered} answers");
+    assert!(answered >= u64::from(RATE) * 2 - 1, "{answered} answers");
+    assert_eq!(st.invalid_major_version_sent, answered + 1);
+    assert_eq!(st.invalid_major_version_suppressed, 10_000 - answered);
+    assert_eq!(
+        st.dropped_malformed, 2,
+        "the response and the IKEv1 message"
+    );
+    println!(
+        "INVALID_MAJOR_VERSION flood: 10000 requests in 2 s, {answered} answered, {} suppressed",
+        st.invalid_major_version_suppressed
+    );
+}
