@@ -80,6 +80,11 @@ pub enum CloseReason {
     NoProposalChosen { by_peer: bool },
     /// TS_UNACCEPTABLE for the CHILD_SA in IKE_AUTH.
     TsUnacceptable { by_peer: bool },
+    /// NO_ADDITIONAL_SAS: a CHILD_SA beyond the responder's limit per IKE SA.
+    NoAdditionalSas { by_peer: bool },
+    /// The peer's new IKE SA was refused by `unique = keep`: another IKE SA with the same
+    /// identity is established (sent as AUTHENTICATION_FAILED, like strongSwan).
+    UniqueKeep,
     /// Retransmissions exhausted.
     Timeout,
     /// Any other error notify or protocol failure, with its name.
@@ -257,6 +262,10 @@ pub struct IkeStats {
     pub duplicates_deleted: u64,
     /// CHILD_SAs rekeyed because of a volume limit or the 32-bit sequence number space.
     pub volume_rekeys: u64,
+    /// CREATE_CHILD_SA requests for a new CHILD_SA refused with NO_ADDITIONAL_SAS
+    /// (`max_children_per_ike_sa`), and rekeys refused with TEMPORARY_FAILURE because twice
+    /// that many CHILD_SAs are held.
+    pub child_limit_refused: u64,
     /// Datagrams from UDP source port 0 (no reply can reach it): dropped unprocessed.
     pub dropped_source_port_zero: u64,
     /// Requests with IKE major version > 2 answered with INVALID_MAJOR_VERSION (RFC 7296 2.5).
@@ -485,6 +494,8 @@ struct IkeSa {
     /// Authenticated ESP came from this new address ([`Endpoint::note_peer_endpoint`]): the
     /// next liveness check goes there; its authenticated answer moves the IKE SA.
     probe_remote: Option<SocketAddr>,
+    /// A CREATE_CHILD_SA was refused by `max_children_per_ike_sa` (logged once at info).
+    child_limit_logged: bool,
 }
 
 impl IkeSa {
@@ -550,6 +561,7 @@ impl IkeSa {
             reauth_of: None,
             reauth_by: None,
             probe_remote: None,
+            child_limit_logged: false,
         }
     }
 }
@@ -648,6 +660,7 @@ fn reason_from_notify(t: u16, by_peer: bool) -> CloseReason {
         nt::AUTHENTICATION_FAILED => CloseReason::AuthenticationFailed { by_peer },
         nt::NO_PROPOSAL_CHOSEN => CloseReason::NoProposalChosen { by_peer },
         nt::TS_UNACCEPTABLE => CloseReason::TsUnacceptable { by_peer },
+        nt::NO_ADDITIONAL_SAS => CloseReason::NoAdditionalSas { by_peer },
         _ => CloseReason::Error(notify_name(t)),
     }
 }
@@ -660,6 +673,8 @@ impl CloseReason {
             CloseReason::AuthenticationFailed { .. } => "AUTHENTICATION_FAILED".into(),
             CloseReason::NoProposalChosen { .. } => "NO_PROPOSAL_CHOSEN".into(),
             CloseReason::TsUnacceptable { .. } => "TS_UNACCEPTABLE".into(),
+            CloseReason::NoAdditionalSas { .. } => "NO_ADDITIONAL_SAS".into(),
+            CloseReason::UniqueKeep => "UNIQUE_KEEP".into(),
             CloseReason::Timeout => "TIMEOUT".into(),
             CloseReason::Error(s) => s.clone(),
         }
@@ -3622,6 +3637,10 @@ impl Endpoint {
                 }
             }
         }
+        if let Some(t) = self.child_limit(sa, old.is_some()) {
+            self.respond(sa, exch, mid, notify(t));
+            return;
+        }
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
         let transport = has_notify(payloads, nt::USE_TRANSPORT_MODE);
@@ -3678,6 +3697,49 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// `max_children_per_ike_sa`: the error to answer a CREATE_CHILD_SA request with, if any.
+    /// A new CHILD_SA counts against the installed ones; a rekey (which replaces one, net
+    /// zero) is refused only while twice the limit is held, i.e. the peer does not delete the
+    /// CHILD_SAs it replaced.
+    fn child_limit(&mut self, sa: &mut IkeSa, rekey: bool) -> Option<u16> {
+        let max = self.config.limits.max_children_per_ike_sa;
+        let installed = sa
+            .children
+            .iter()
+            .filter(|c| c.state == ChildState::Installed)
+            .count();
+        let t = if !rekey && installed >= max {
+            //= https://www.rfc-editor.org/rfc/rfc7296#section-1.3
+            //# The responder sends a NO_ADDITIONAL_SAS notification to indicate that
+            //# a CREATE_CHILD_SA request is unacceptable because the responder is
+            //# unwilling to accept any more Child SAs on this IKE SA.
+            nt::NO_ADDITIONAL_SAS
+        } else if rekey && sa.children.len() >= max.saturating_mul(2) {
+            nt::TEMPORARY_FAILURE
+        } else {
+            return None;
+        };
+        self.stats.child_limit_refused += 1;
+        if sa.child_limit_logged {
+            debug!(
+                "IKE_SA {}[{}]: CHILD_SA limit {max} reached, answering {}",
+                sa.conn.name,
+                sa.id,
+                notify_name(t)
+            );
+        } else {
+            sa.child_limit_logged = true;
+            info!(
+                "IKE_SA {}[{}]: CHILD_SA limit {max} reached, answering {} \
+                 (further refusals on this IKE_SA are logged at debug level)",
+                sa.conn.name,
+                sa.id,
+                notify_name(t)
+            );
+        }
+        Some(t)
     }
 
     /// Responder of an IKE SA rekey (RFC 7296 1.3.2, 2.18).

@@ -201,3 +201,128 @@ fn invalid_major_version_answered_rate_limited() {
         st.invalid_major_version_suppressed
     );
 }
+
+/// A pair whose responder B holds at most `max` CHILD_SAs per IKE SA.
+fn capped_sim(max: usize, tweak: impl Fn(&mut ConnConfig), seed: u64) -> Sim {
+    let (mut a, mut b) = pair();
+    tweak(&mut a);
+    tweak(&mut b);
+    let mut sim = Sim::new(a, b.clone(), seed);
+    sim.nodes[1].ep.set_config(Config {
+        connections: vec![b],
+        limits: Limits {
+            max_children_per_ike_sa: max,
+            ..Limits::default()
+        },
+    });
+    sim
+}
+
+/// A sends B a CREATE_CHILD_SA request for a new CHILD_SA (A keeps no state for it); B's
+/// answer, decrypted.
+fn request_new_child(sim: &mut Sim, i: u32) -> Vec<fs_wire::ike::Payload> {
+    use fs_wire::ike::{exchange, Payload};
+    let prop = crate::proposals::esp_to_wire(1, &esp("aes256gcm16"), 0x5000_0000 | i, false);
+    let payloads = [
+        Payload::Sa(vec![prop]),
+        Payload::Nonce(vec![i as u8; 32]),
+        Payload::TsI(vec![ts("192.168.1.0/24")]),
+        Payload::TsR(vec![ts("192.168.2.0/24")]),
+    ];
+    let t = sim.nodes[0]
+        .ep
+        .test_request("s2s", exchange::CREATE_CHILD_SA, &payloads)
+        .unwrap();
+    let now = sim.now;
+    sim.nodes[1]
+        .ep
+        .handle_datagram(now, t.remote, t.local, &t.data);
+    let resp = sim.nodes[1].ep.poll_transmit().expect("an answer");
+    assert!(sim.nodes[1].ep.poll_transmit().is_none());
+    sim.nodes[0].ep.test_open("s2s", &resp.data).unwrap()
+}
+
+fn b_children(sim: &Sim) -> usize {
+    sim.nodes[1].ep.status(sim.now)[0].child_sas.len()
+}
+
+/// Issue 9 item 6: 20,000 CREATE_CHILD_SA requests on one IKE SA gave 20,001 CHILD_SAs. With
+/// the default cap (64), 200 requests: the IKE_AUTH child plus 63 are installed, the other
+/// 137 are answered NO_ADDITIONAL_SAS; a rekey of an existing child still works at the cap.
+#[test]
+fn child_sa_cap_answers_no_additional_sas() {
+    use fs_wire::ike::{notify_type as nt, Payload};
+    let max = crate::DEFAULT_MAX_CHILDREN_PER_IKE_SA;
+    let mut sim = capped_sim(max, |_| {}, 9100);
+    sim.establish();
+    let (mut installed, mut refused) = (0usize, 0usize);
+    for i in 0..200 {
+        let resp = request_new_child(&mut sim, i);
+        let notify = |t| {
+            resp.iter()
+                .any(|p| matches!(p, Payload::Notify(n) if n.ntype == t))
+        };
+        if notify(nt::NO_ADDITIONAL_SAS) {
+            assert_eq!(resp.len(), 1, "only the notify");
+            refused += 1;
+        } else {
+            assert!(resp.iter().any(|p| matches!(p, Payload::Sa(_))), "{resp:?}");
+            installed += 1;
+        }
+    }
+    println!(
+        "200 CREATE_CHILD_SA requests, cap {max}: {} CHILD_SAs, {installed} installed by \
+         CREATE_CHILD_SA, {refused} NO_ADDITIONAL_SAS",
+        b_children(&sim)
+    );
+    assert_eq!(b_children(&sim), max);
+    assert_eq!((installed, refused), (max - 1, 200 - (max - 1)));
+    assert_eq!(sim.b().ep.stats().child_limit_refused, refused as u64);
+    // The refusals are not events (a flood would otherwise be one log line each).
+    sim.pump();
+    let failed = sim.nodes[1].events.iter();
+    assert_eq!(
+        failed
+            .filter(|e| matches!(e, Event::ChildSaFailed { .. }))
+            .count(),
+        0
+    );
+    // Rekeying the IKE_AUTH child at the cap: accepted (it replaces one), count unchanged.
+    let before = sim.nodes[0].children()[0].inbound.spi;
+    let now = sim.now;
+    sim.a().ep.rekey(now, "s2s", Some("net")).unwrap();
+    assert!(sim.run_until(Duration::from_secs(60), |s| idle(s)
+        && !s.nodes[0]
+            .children()
+            .iter()
+            .any(|c| c.inbound.spi == before)));
+    assert_eq!(b_children(&sim), max);
+    assert_eq!(sim.b().ep.stats().child_limit_refused, refused as u64);
+    assert!(sim.nodes[0].child_failed().is_none());
+}
+
+/// Our initiator refused by a peer's cap gets a typed ChildSaFailed (NO_ADDITIONAL_SAS by
+/// peer); the IKE SA and its first CHILD_SA stay up (RFC 7296 1.3.1).
+#[test]
+fn child_sa_cap_refusal_seen_by_initiator() {
+    let mut sim = capped_sim(
+        1,
+        |c| {
+            let mut second = c.children[0].clone();
+            second.name = "net2".into();
+            c.children.push(second);
+        },
+        9101,
+    );
+    let now = sim.now;
+    sim.a().ep.initiate(now, "s2s", None).unwrap();
+    sim.run_until(Duration::from_secs(60), |s| {
+        s.nodes[0].child_failed().is_some()
+    });
+    assert_eq!(
+        sim.nodes[0].child_failed(),
+        Some(CloseReason::NoAdditionalSas { by_peer: true })
+    );
+    assert!(sim.run_until(Duration::from_secs(60), |s| settled(s, 1)));
+    assert_eq!(sim.b().ep.stats().child_limit_refused, 1);
+}
