@@ -148,6 +148,7 @@ struct RawConn {
     nat_keepalive: Option<RawDuration>,
     life_time: Option<RawDuration>,
     rand_time: Option<RawDuration>,
+    unique: Option<String>,
     local: RawLocal,
     #[serde(default)]
     remote: RawRemote,
@@ -732,6 +733,17 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 ))
             }
         };
+        // Uniqueness policy per remote identity (issue 9), strongSwan's `unique`.
+        let unique = match c.unique.as_deref().unwrap_or("replace") {
+            "no" => fs_ike::UniquePolicy::No,
+            "never" => fs_ike::UniquePolicy::Never,
+            "replace" => fs_ike::UniquePolicy::Replace,
+            "keep" => fs_ike::UniquePolicy::Keep,
+            u => {
+                let why = format!("invalid unique {u:?} (no | never | replace | keep)");
+                return Err(ctx.err(format!("{p}.unique"), why));
+            }
+        };
         // RFC 7383 2.5.1: IP datagram size of IKE fragments (strongSwan's default 1280).
         let fragment_size = c
             .fragment_size
@@ -933,6 +945,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             nat_keepalive,
             life_time,
             rand_time,
+            unique,
         });
     }
     // [limits]
@@ -1415,6 +1428,25 @@ secret = "wrong"
         assert!(e.contains("limits.half_open_timeout"), "{e}");
         let e = err(&format!("[limits]\nbogus = 1\n{GOOD}"));
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unique_policy() {
+        let conn = |text: &str| p(text).unwrap().ike.connections[0].unique;
+        assert_eq!(conn(GOOD), fs_ike::UniquePolicy::Replace);
+        let at = "[connections.s2s]\n";
+        assert!(GOOD.contains(at));
+        for (v, want) in [
+            ("no", fs_ike::UniquePolicy::No),
+            ("never", fs_ike::UniquePolicy::Never),
+            ("replace", fs_ike::UniquePolicy::Replace),
+            ("keep", fs_ike::UniquePolicy::Keep),
+        ] {
+            let text = GOOD.replace(at, &format!("{at}unique = \"{v}\"\n"));
+            assert_eq!(conn(&text), want);
+        }
+        let e = err(&GOOD.replace(at, &format!("{at}unique = \"yes\"\n")));
+        assert!(e.contains("connections.s2s.unique"), "{e}");
     }
 
     #[test]

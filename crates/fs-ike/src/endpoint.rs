@@ -1,6 +1,6 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
 use crate::config::{
-    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig,
+    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy,
 };
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
@@ -496,6 +496,12 @@ struct IkeSa {
     probe_remote: Option<SocketAddr>,
     /// A CREATE_CHILD_SA was refused by `max_children_per_ike_sa` (logged once at info).
     child_limit_logged: bool,
+    /// `unique = replace`: a newer IKE SA of the same identity came from the same address
+    /// (likely a make-before-break reauthentication): deleted at this time unless the peer
+    /// deletes it first.
+    replace_at: Option<Instant>,
+    /// Being deleted because a newer IKE SA of the same identity replaced it.
+    replaced: bool,
 }
 
 impl IkeSa {
@@ -562,6 +568,8 @@ impl IkeSa {
             reauth_by: None,
             probe_remote: None,
             child_limit_logged: false,
+            replace_at: None,
+            replaced: false,
         }
     }
 }
@@ -612,6 +620,7 @@ impl IkeSa {
             t.extend(self.keepalive_due());
             t.extend(self.expire_at);
             t.extend(self.reauth_at);
+            t.extend(self.replace_at);
         }
         if self.state == State::Established && !self.superseded {
             for c in &self.children {
@@ -854,6 +863,9 @@ pub struct Endpoint {
     /// Rate limit of the "matches no connection" info line: last logged, and not yet logged.
     no_match_logged: Option<Instant>,
     no_match_unlogged: u64,
+    /// Test knob: never send INITIAL_CONTACT (a peer that omits it).
+    #[cfg(test)]
+    pub(crate) test_omit_initial_contact: bool,
     /// Rate limit of INVALID_MAJOR_VERSION answers (unauthenticated, spoofable sources).
     major_version_answers: TokenBucket,
 }
@@ -873,6 +885,8 @@ impl Endpoint {
             dos: DosGuard::default(),
             no_match_logged: None,
             no_match_unlogged: 0,
+            #[cfg(test)]
+            test_omit_initial_contact: false,
             major_version_answers: TokenBucket::new(
                 MAJOR_VERSION_ANSWERS_PER_SEC,
                 MAJOR_VERSION_ANSWERS_PER_SEC,
@@ -2060,6 +2074,17 @@ impl Endpoint {
         if !sa.active() {
             return;
         }
+        if sa.replace_at.is_some_and(|t| t <= now) {
+            info!(
+                "IKE_SA {}[{}] replaced by a newer IKE_SA of '{}' (unique = replace), deleting",
+                sa.conn.name,
+                sa.id,
+                sa.remote_id_str()
+            );
+            sa.replaced = true;
+            Self::queue_ike_delete(sa);
+            return;
+        }
         if sa.expire_at.is_some_and(|t| t <= now) {
             // Hard lifetime of the IKE SA (not replaced by a rekey in time).
             info!(
@@ -2508,6 +2533,8 @@ impl Endpoint {
             .sas
             .values()
             .any(|s| s.conn.name == sa.conn.name && s.established_at.is_some());
+        #[cfg(test)]
+        let first_contact = first_contact && !self.test_omit_initial_contact;
         if first_contact {
             payloads.push(Payload::notify(nt::INITIAL_CONTACT, Vec::new()));
         }
@@ -3287,7 +3314,8 @@ impl Endpoint {
             &keys.sk_pr,
             &idr.body(),
         );
-        if has_notify(payloads, nt::INITIAL_CONTACT) {
+        let unique = sa.conn.unique;
+        if has_notify(payloads, nt::INITIAL_CONTACT) && unique != UniquePolicy::Never {
             self.initial_contact(sa, &peer_id);
         } else {
             // Probably a reauthentication by the peer (RFC 7296 2.8.3): it deletes the IKE SAs
@@ -3300,6 +3328,19 @@ impl Endpoint {
                     o.reauth_at = None;
                 }
             }
+        }
+        if unique == UniquePolicy::Keep && !self.duplicates(sa, &peer_id).is_empty() {
+            info!(
+                "IKE_SA {}[{}]: '{}' already has an IKE_SA, refused (unique = keep)",
+                sa.conn.name, sa.id, peer_id
+            );
+            self.respond(
+                sa,
+                exchange::IKE_AUTH,
+                mid,
+                vec![Payload::notify(nt::AUTHENTICATION_FAILED, Vec::new())],
+            );
+            return Outcome::Close(CloseReason::UniqueKeep);
         }
         self.established(sa, now);
         let mut resp = vec![
@@ -3329,7 +3370,105 @@ impl Endpoint {
             self.install_child(sa, now, c);
         }
         self.resolve_duplicates(sa, now);
+        if unique == UniquePolicy::Replace {
+            self.replace_duplicates(sa, &peer_id, now);
+        }
         Outcome::Keep
+    }
+
+    /// Established IKE SAs the peer `peer_id` created on `sa`'s connection, other than `sa`
+    /// (our SPIs, sorted) -- for the `unique` policy, which limits what a peer makes us hold.
+    /// Not counted: IKE SAs being deleted or replaced by a rekey, and IKE SAs we initiated
+    /// (a simultaneous initiation by both peers is resolved by `resolve_duplicates`, with
+    /// the peer's agreement; deleting ours here could make both sides delete a different
+    /// one).
+    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, o)| {
+                o.id != sa.id
+                    && !o.initiator
+                    && o.conn.name == sa.conn.name
+                    && o.remote_identity.as_ref() == Some(peer_id)
+                    && o.active()
+                    && !o.adopt_pending
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `unique = replace`: the new IKE SA `sa` of `peer_id` replaces the established ones.
+    /// From another address they are deleted at once; from the same address the peer is
+    /// probably reauthenticating make-before-break (RFC 7296 2.8.3) and deletes the old one
+    /// itself once its children are moved, so it gets a grace period first (like strongSwan
+    /// did for suspected reauthentications). At most one such IKE SA waits per identity: one
+    /// already waiting is deleted at once, so a peer reconnecting without INITIAL_CONTACT
+    /// holds at most two established IKE SAs. And at most one replaced IKE SA waits for the
+    /// answer to its Delete: an older one (its peer is probably gone) is removed locally.
+    fn replace_duplicates(&mut self, sa: &IkeSa, peer_id: &Identity, now: Instant) {
+        let mut gone: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, o)| {
+                o.replaced
+                    && o.id != sa.id
+                    && o.conn.name == sa.conn.name
+                    && o.remote_identity.as_ref() == Some(peer_id)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        gone.sort_unstable();
+        for k in gone {
+            if let Some(o) = self.sas.remove(&k) {
+                debug!(
+                    "IKE_SA {}[{}] replaced earlier, its Delete unanswered: removed",
+                    o.conn.name, o.id
+                );
+                self.close(o, CloseReason::Deleted { by_peer: false });
+            }
+        }
+        for k in self.duplicates(sa, peer_id) {
+            let Some(mut o) = self.sas.remove(&k) else {
+                continue;
+            };
+            if o.remote.ip() == sa.remote.ip() && o.replace_at.is_none() {
+                let grace = Self::superseded_grace(&o);
+                info!(
+                    "IKE_SA {}[{}] of '{peer_id}' replaced by IKE_SA {}[{}] from the same \
+                     address (unique = replace), deleting it in {}s unless the peer does",
+                    o.conn.name,
+                    o.id,
+                    sa.conn.name,
+                    sa.id,
+                    grace.as_secs()
+                );
+                o.replace_at = Some(after(now, grace));
+                o.reauth_at = None;
+            } else {
+                info!(
+                    "IKE_SA {}[{}] of '{peer_id}' replaced by IKE_SA {}[{}] \
+                     (unique = replace), deleting it",
+                    o.conn.name, o.id, sa.conn.name, sa.id
+                );
+                o.replaced = true;
+                Self::queue_ike_delete(&mut o);
+            }
+            self.finish(o, Outcome::Keep, now);
+        }
+    }
+
+    /// Delete `sa` with a Delete exchange (sent by `kick` when the window is free); nothing
+    /// else is started on it any more.
+    fn queue_ike_delete(sa: &mut IkeSa) {
+        sa.delete_queued = true;
+        sa.replace_at = None;
+        sa.expire_at = None;
+        sa.to_create.clear();
+        sa.tasks.clear();
+        sa.delayed.clear();
     }
 
     /// INITIAL_CONTACT (RFC 7296 2.4): the peer has no state from before; delete, locally and
@@ -4421,7 +4560,7 @@ impl Endpoint {
             }
             return Outcome::Close(CloseReason::AuthenticationFailed { by_peer: false });
         }
-        if has_notify(payloads, nt::INITIAL_CONTACT) {
+        if has_notify(payloads, nt::INITIAL_CONTACT) && sa.conn.unique != UniquePolicy::Never {
             self.initial_contact(sa, &peer_id);
         }
         sa.remote_identity = Some(peer_id);

@@ -326,3 +326,242 @@ fn child_sa_cap_refusal_seen_by_initiator() {
     assert!(sim.run_until(Duration::from_secs(60), |s| settled(s, 1)));
     assert_eq!(sim.b().ep.stats().child_limit_refused, 1);
 }
+
+// ------------------------------------------------------------------ unique policy
+
+/// Responder B (any peer address) and peers with A's identity and PSK, each at its own
+/// address; datagrams are delivered at once, by address (no loss).
+struct Net {
+    now: Instant,
+    b: Node,
+    peers: Vec<Node>,
+}
+
+fn peer(ip: &str, seed: u64, omit_initial_contact: bool) -> Node {
+    let (mut a, _) = pair();
+    a.local_addrs = vec![ip.parse().unwrap()];
+    let mut ep = Endpoint::new(
+        Config {
+            connections: vec![a],
+            ..Default::default()
+        },
+        Box::new(TestRng::from_seed(seed)),
+    );
+    ep.test_omit_initial_contact = omit_initial_contact;
+    Node {
+        ep,
+        addr: ip.parse().unwrap(),
+        events: vec![],
+        sent: vec![],
+    }
+}
+
+impl Net {
+    fn new(unique: crate::UniquePolicy) -> Net {
+        let (_, mut b) = pair();
+        b.remote_addrs.clear();
+        b.unique = unique;
+        let ep = Endpoint::new(
+            Config {
+                connections: vec![b],
+                ..Default::default()
+            },
+            Box::new(TestRng::from_seed(31337)),
+        );
+        Net {
+            now: Instant::now(),
+            b: Node {
+                ep,
+                addr: B.parse().unwrap(),
+                events: vec![],
+                sent: vec![],
+            },
+            peers: vec![],
+        }
+    }
+
+    fn deliver(&mut self) {
+        let now = self.now;
+        loop {
+            let mut moved = false;
+            while let Some(e) = self.b.ep.poll_event() {
+                self.b.events.push(e);
+            }
+            while let Some(t) = self.b.ep.poll_transmit() {
+                moved = true;
+                if let Some(p) = self.peers.iter_mut().find(|p| p.addr == t.remote.ip()) {
+                    p.ep.handle_datagram(now, t.remote, t.local, &t.data);
+                }
+            }
+            for p in &mut self.peers {
+                while let Some(e) = p.ep.poll_event() {
+                    p.events.push(e);
+                }
+                while let Some(t) = p.ep.poll_transmit() {
+                    moved = true;
+                    self.b.ep.handle_datagram(now, t.remote, t.local, &t.data);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Let `d` of virtual time pass, running every timer.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.deliver();
+            let next = std::iter::once(&self.b)
+                .chain(&self.peers)
+                .filter_map(|n| n.ep.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for n in std::iter::once(&mut self.b).chain(&mut self.peers) {
+                        if n.ep.poll_timeout().is_some_and(|t| t <= now) {
+                            n.ep.handle_timeout(now);
+                        }
+                    }
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Peer `i` initiates; the exchanges run to completion.
+    fn connect(&mut self, i: usize) {
+        let now = self.now;
+        self.peers[i].ep.initiate(now, "s2s", None).unwrap();
+        self.deliver();
+    }
+
+    /// B's IKE SAs in the given state.
+    fn b_sas(&self, state: &str) -> usize {
+        let st = self.b.ep.status(self.now);
+        st.iter().filter(|s| s.state == state).count()
+    }
+}
+
+fn closed_reasons(n: &Node) -> Vec<CloseReason> {
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IkeSaClosed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 9 item 6: a peer that omits INITIAL_CONTACT opened 2,001 IKE SAs with the same
+/// identity. With `unique = replace` (the default) a peer restarting 100 times from the same
+/// address holds at most two established IKE SAs at any time (the newest, and the previous
+/// one during its reauthentication grace) plus one whose Delete goes unanswered, and exactly
+/// one once the grace is over.
+#[test]
+fn unique_replace_same_address_keeps_one() {
+    let mut net = Net::new(crate::UniquePolicy::default());
+    let mut peak = (0, 0);
+    for k in 0..100u64 {
+        // The peer restarts (its old state is gone) and reconnects without INITIAL_CONTACT.
+        net.peers = vec![peer(A, 500 + k, true)];
+        net.connect(0);
+        assert!(net.peers[0].established(), "reconnect {k}");
+        let est = net.b_sas("ESTABLISHED");
+        assert!(est <= 2, "reconnect {k}: {est} established IKE SAs");
+        let held = net.b.ep.test_table_sizes().0;
+        assert!(held <= 3, "reconnect {k}: {held} IKE SAs held");
+        peak = peak.max((est, held));
+        net.advance(Duration::from_secs(1));
+    }
+    println!(
+        "unique = replace, 100 reconnects from one address: peak {} established / {} held \
+         IKE SAs",
+        peak.0, peak.1
+    );
+    // The waiting one is deleted after its grace; unanswered Deletes time out.
+    net.advance(Duration::from_secs(3600));
+    assert_eq!(net.b.ep.status(net.now).len(), 1);
+    assert_eq!(net.b.ep.test_table_sizes().0, 1);
+}
+
+/// `unique = replace` from other addresses: the old IKE SA is deleted at once (Delete
+/// exchange, which its peer sees).
+#[test]
+fn unique_replace_other_address_deletes_at_once() {
+    let mut net = Net::new(crate::UniquePolicy::Replace);
+    for k in 0..20usize {
+        net.peers
+            .push(peer(&format!("100.1.1.{}", k + 1), 600 + k as u64, true));
+        net.connect(k);
+        assert!(net.peers[k].established());
+        assert_eq!(net.b.ep.status(net.now).len(), 1, "after peer {k}");
+        if k > 0 {
+            assert_eq!(
+                closed_reasons(&net.peers[k - 1]),
+                vec![CloseReason::Deleted { by_peer: true }]
+            );
+        }
+    }
+}
+
+/// `unique = keep`: a newcomer with the same identity is refused (AUTHENTICATION_FAILED)
+/// while the first IKE SA is established, from another address or the same one; with
+/// INITIAL_CONTACT the old one is removed first and the newcomer accepted.
+#[test]
+fn unique_keep_refuses_newcomer() {
+    let mut net = Net::new(crate::UniquePolicy::Keep);
+    net.peers.push(peer("100.1.1.1", 700, true));
+    net.connect(0);
+    let first = net.b.ep.status(net.now)[0].id;
+    net.peers.push(peer("100.1.1.2", 701, true));
+    net.connect(1);
+    assert!(!net.peers[1].established());
+    assert_eq!(
+        net.peers[1].closed(),
+        Some(CloseReason::AuthenticationFailed { by_peer: true })
+    );
+    assert_eq!(closed_reasons(&net.b), vec![CloseReason::UniqueKeep]);
+    // The same address, restarted without INITIAL_CONTACT: refused too.
+    net.peers[0] = peer("100.1.1.1", 702, true);
+    net.connect(0);
+    assert!(!net.peers[0].established());
+    let st = net.b.ep.status(net.now);
+    assert_eq!((st.len(), st[0].id), (1, first));
+    assert!(net.peers[1].children().is_empty());
+    // With INITIAL_CONTACT: the stale one goes, the newcomer stays.
+    net.peers[0] = peer("100.1.1.1", 703, false);
+    net.connect(0);
+    assert!(net.peers[0].established());
+    let st = net.b.ep.status(net.now);
+    assert_eq!(st.len(), 1);
+    assert_ne!(st[0].id, first);
+}
+
+/// `unique = no`: several IKE SAs per identity, INITIAL_CONTACT still closes the old ones.
+/// `unique = never`: INITIAL_CONTACT is ignored too.
+#[test]
+fn unique_no_and_never() {
+    for (policy, after_ic) in [
+        (crate::UniquePolicy::No, 1),
+        (crate::UniquePolicy::Never, 6),
+    ] {
+        let mut net = Net::new(policy);
+        for k in 0..5usize {
+            net.peers
+                .push(peer(&format!("100.1.1.{}", k + 1), 800 + k as u64, true));
+            net.connect(k);
+        }
+        assert_eq!(net.b_sas("ESTABLISHED"), 5, "{policy:?}");
+        net.peers.push(peer("100.1.1.9", 809, false));
+        net.connect(5);
+        assert!(net.peers[5].established());
+        assert_eq!(net.b.ep.status(net.now).len(), after_ic, "{policy:?}");
+    }
+}
