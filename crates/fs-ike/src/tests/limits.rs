@@ -221,14 +221,30 @@ fn capped_sim(max: usize, tweak: impl Fn(&mut ConnConfig), seed: u64) -> Sim {
 /// A sends B a CREATE_CHILD_SA request for a new CHILD_SA (A keeps no state for it); B's
 /// answer, decrypted.
 fn request_new_child(sim: &mut Sim, i: u32) -> Vec<fs_wire::ike::Payload> {
-    use fs_wire::ike::{exchange, Payload};
+    request_child(sim, i, None)
+}
+
+/// ... or for a rekey of the CHILD_SA whose inbound SPI at A is `rekey`.
+fn request_child(sim: &mut Sim, i: u32, rekey: Option<u32>) -> Vec<fs_wire::ike::Payload> {
+    use fs_wire::ike::{exchange, protocol_id, Notify, Payload};
     let prop = crate::proposals::esp_to_wire(1, &esp("aes256gcm16"), 0x5000_0000 | i, false);
-    let payloads = [
-        Payload::Sa(vec![prop]),
-        Payload::Nonce(vec![i as u8; 32]),
-        Payload::TsI(vec![ts("192.168.1.0/24")]),
-        Payload::TsR(vec![ts("192.168.2.0/24")]),
-    ];
+    let rekey = rekey.map(|spi| {
+        Payload::Notify(Notify {
+            protocol: protocol_id::ESP,
+            spi: spi.to_be_bytes().to_vec(),
+            ntype: fs_wire::ike::notify_type::REKEY_SA,
+            data: vec![],
+        })
+    });
+    let payloads: Vec<Payload> = rekey
+        .into_iter()
+        .chain([
+            Payload::Sa(vec![prop]),
+            Payload::Nonce(vec![i as u8; 32]),
+            Payload::TsI(vec![ts("192.168.1.0/24")]),
+            Payload::TsR(vec![ts("192.168.2.0/24")]),
+        ])
+        .collect();
     let t = sim.nodes[0]
         .ep
         .test_request("s2s", exchange::CREATE_CHILD_SA, &payloads)
@@ -299,6 +315,50 @@ fn child_sa_cap_answers_no_additional_sas() {
     assert_eq!(b_children(&sim), max);
     assert_eq!(sim.b().ep.stats().child_limit_refused, refused as u64);
     assert!(sim.nodes[0].child_failed().is_none());
+}
+
+/// Rekeys are accepted at the cap, but a peer that rekeys without ever deleting the replaced
+/// CHILD_SAs is stopped at twice the cap (TEMPORARY_FAILURE).
+#[test]
+fn child_sa_cap_bounds_rekeys_never_deleted() {
+    use fs_wire::ike::{notify_type as nt, Payload};
+    let mut sim = capped_sim(2, |_| {}, 9102);
+    sim.establish();
+    let first = sim.nodes[0].children()[0].inbound.spi;
+    let mut rekeyed = first;
+    let mut kinds = vec![];
+    for i in 0..6u32 {
+        let resp = request_child(&mut sim, i, Some(rekeyed));
+        let notify = resp.iter().find_map(|p| match p {
+            Payload::Notify(n) if nt::is_error(n.ntype) => Some(n.ntype),
+            _ => None,
+        });
+        if notify.is_none() {
+            rekeyed = 0x5000_0000 | i;
+        }
+        kinds.push(notify);
+    }
+    // 1 child + 3 accepted rekeys = 4 held (2 x cap), then TEMPORARY_FAILURE.
+    assert_eq!(
+        kinds,
+        [
+            None,
+            None,
+            None,
+            Some(nt::TEMPORARY_FAILURE),
+            Some(nt::TEMPORARY_FAILURE),
+            Some(nt::TEMPORARY_FAILURE)
+        ]
+    );
+    assert_eq!(b_children(&sim), 4);
+    // A new CHILD_SA: one installed (the last rekey), under the cap of 2 -> accepted.
+    let resp = request_new_child(&mut sim, 100);
+    assert!(resp.iter().any(|p| matches!(p, Payload::Sa(_))), "{resp:?}");
+    let resp = request_new_child(&mut sim, 101);
+    assert!(resp
+        .iter()
+        .any(|p| matches!(p, Payload::Notify(n) if n.ntype == nt::NO_ADDITIONAL_SAS)));
+    assert_eq!(sim.b().ep.stats().child_limit_refused, 4);
 }
 
 /// Our initiator refused by a peer's cap gets a typed ChildSaFailed (NO_ADDITIONAL_SAS by
