@@ -90,6 +90,38 @@ fn huge_durations_never_panic() {
     }
 }
 
+/// Retransmission backoff `timeout * base^n` at its extremes (huge, infinite, NaN base; huge
+/// timeout; unbounded tries): every timeout is clamped (at most a day), no panic.
+#[test]
+fn retransmit_backoff_extremes_never_panic() {
+    for (timeout, base) in [
+        (Duration::MAX, f64::MAX),
+        (Duration::from_secs(u64::MAX), 2.0),
+        (Duration::ZERO, f64::INFINITY),
+        (Duration::from_secs(1), f64::NAN),
+        (Duration::from_secs(1), -5.0),
+    ] {
+        let (mut a, b) = pair();
+        a.retransmit = RetransmitConfig {
+            timeout,
+            base,
+            tries: u32::MAX,
+        };
+        a.dpd_delay = Some(Duration::MAX);
+        let mut sim = Sim::new(a, b, 9200);
+        sim.blackhole[1] = true; // B never answers
+        let now = sim.now;
+        sim.a().ep.initiate(now, "s2s", None).unwrap();
+        sim.run_until(Duration::from_secs(30 * 86_400), |s| {
+            s.nodes[0].ep.stats().retransmits_sent >= 20
+        });
+        let st = sim.a().ep.stats().clone();
+        assert!(st.retransmits_sent >= 20, "{timeout:?} {base}: {st:?}");
+        // At most a day between two transmissions.
+        assert!(sim.now - sim.start <= Duration::from_secs(21 * 86_400));
+    }
+}
+
 /// The IKE_SA_INIT request A sends to B, and B's endpoint (fresh, nothing sent yet).
 fn init_request() -> (Vec<u8>, Endpoint) {
     let (a, b) = pair();
