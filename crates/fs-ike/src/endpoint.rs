@@ -3370,7 +3370,8 @@ impl Endpoint {
             self.install_child(sa, now, c);
         }
         self.resolve_duplicates(sa, now);
-        if unique == UniquePolicy::Replace {
+        // (Unless `sa` just lost a simultaneous initiation and is being deleted itself.)
+        if unique == UniquePolicy::Replace && sa.active() {
             self.replace_duplicates(sa, &peer_id, now);
         }
         Outcome::Keep
