@@ -113,6 +113,9 @@ enum RawEncap {
     Text(String),
 }
 
+/// Upper bound of `limits.max_children_per_ike_sa`.
+const MAX_CHILDREN_PER_IKE_SA: usize = 100_000;
+
 /// `[limits]`: responder DoS limits (fs_ike::Limits), all optional.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +125,7 @@ struct RawLimits {
     half_open_per_source_max: Option<usize>,
     half_open_timeout: Option<RawDuration>,
     cookie_secret_lifetime: Option<RawDuration>,
+    max_children_per_ike_sa: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -146,6 +150,7 @@ struct RawConn {
     nat_keepalive: Option<RawDuration>,
     life_time: Option<RawDuration>,
     rand_time: Option<RawDuration>,
+    unique: Option<String>,
     local: RawLocal,
     #[serde(default)]
     remote: RawRemote,
@@ -737,6 +742,17 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                 ))
             }
         };
+        // Uniqueness policy per remote identity (issue 9), strongSwan's `unique`.
+        let unique = match c.unique.as_deref().unwrap_or("replace") {
+            "no" => fs_ike::UniquePolicy::No,
+            "never" => fs_ike::UniquePolicy::Never,
+            "replace" => fs_ike::UniquePolicy::Replace,
+            "keep" => fs_ike::UniquePolicy::Keep,
+            u => {
+                let why = format!("invalid unique {u:?} (no | never | replace | keep)");
+                return Err(ctx.err(format!("{p}.unique"), why));
+            }
+        };
         // RFC 7383 2.5.1: IP datagram size of IKE fragments (strongSwan's default 1280).
         let fragment_size = c
             .fragment_size
@@ -938,6 +954,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             nat_keepalive,
             life_time,
             rand_time,
+            unique,
         });
     }
     // [limits]
@@ -947,7 +964,16 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
         Some(d) if d.is_zero() => Err(ctx.err(path, "must be greater than 0")),
         d => Ok(d.unwrap_or(default)),
     };
+    // Per-peer limits (issue 9): CHILD_SAs per IKE SA, 1..=MAX_CHILDREN_PER_IKE_SA.
+    let max_children_per_ike_sa = match rl.max_children_per_ike_sa {
+        Some(n) if !(1..=MAX_CHILDREN_PER_IKE_SA).contains(&n) => {
+            let why = format!("must be between 1 and {MAX_CHILDREN_PER_IKE_SA}");
+            return Err(ctx.err("limits.max_children_per_ike_sa", why));
+        }
+        n => n.unwrap_or(dl.max_children_per_ike_sa),
+    };
     let limits = fs_ike::Limits {
+        max_children_per_ike_sa,
         cookie_threshold: rl.cookie_threshold.unwrap_or(dl.cookie_threshold),
         half_open_max: rl.half_open_max.unwrap_or(dl.half_open_max),
         half_open_per_source_max: rl
@@ -1411,5 +1437,42 @@ secret = "wrong"
         assert!(e.contains("limits.half_open_timeout"), "{e}");
         let e = err(&format!("[limits]\nbogus = 1\n{GOOD}"));
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unique_policy() {
+        let conn = |text: &str| p(text).unwrap().ike.connections[0].unique;
+        assert_eq!(conn(GOOD), fs_ike::UniquePolicy::Replace);
+        let at = "[connections.s2s]\n";
+        assert!(GOOD.contains(at));
+        for (v, want) in [
+            ("no", fs_ike::UniquePolicy::No),
+            ("never", fs_ike::UniquePolicy::Never),
+            ("replace", fs_ike::UniquePolicy::Replace),
+            ("keep", fs_ike::UniquePolicy::Keep),
+        ] {
+            let text = GOOD.replace(at, &format!("{at}unique = \"{v}\"\n"));
+            assert_eq!(conn(&text), want);
+        }
+        let e = err(&GOOD.replace(at, &format!("{at}unique = \"yes\"\n")));
+        assert!(e.contains("connections.s2s.unique"), "{e}");
+    }
+
+    #[test]
+    fn limits_max_children_per_ike_sa() {
+        let l = p(GOOD).unwrap().ike.limits;
+        assert_eq!(
+            l.max_children_per_ike_sa,
+            fs_ike::DEFAULT_MAX_CHILDREN_PER_IKE_SA
+        );
+        let text = format!("[limits]\nmax_children_per_ike_sa = 3\n{GOOD}");
+        assert_eq!(p(&text).unwrap().ike.limits.max_children_per_ike_sa, 3);
+        for bad in ["0", "100001"] {
+            let e = err(&format!(
+                "[limits]\nmax_children_per_ike_sa = {bad}\n{GOOD}"
+            ));
+            assert!(e.contains("limits.max_children_per_ike_sa"), "{e}");
+            assert!(e.contains("between 1 and 100000"), "{e}");
+        }
     }
 }

@@ -124,14 +124,7 @@ fn nets_of(ts: &[fs_wire::ts::TrafficSelector]) -> Vec<IpNet> {
 
 /// Failure reason string as printed and returned by `up`.
 pub fn reason_str(r: &CloseReason) -> String {
-    match r {
-        CloseReason::Deleted { .. } => "DELETED".into(),
-        CloseReason::AuthenticationFailed { .. } => "AUTHENTICATION_FAILED".into(),
-        CloseReason::NoProposalChosen { .. } => "NO_PROPOSAL_CHOSEN".into(),
-        CloseReason::TsUnacceptable { .. } => "TS_UNACCEPTABLE".into(),
-        CloseReason::Timeout => "TIMEOUT".into(),
-        CloseReason::Error(s) => s.clone(),
-    }
+    r.name()
 }
 
 fn init_logging(level: Option<&str>) {

@@ -38,6 +38,27 @@ pub enum DpdAction {
     Trap,
 }
 
+/// Uniqueness policy of a connection: how many IKE SAs one remote identity may hold, like
+/// strongSwan's `connections.<conn>.unique`. Checked by the responder when the peer's
+/// IKE_AUTH has authenticated; IKE SAs of other connections never count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UniquePolicy {
+    /// Several IKE SAs allowed; an INITIAL_CONTACT notify still removes the older ones.
+    No,
+    /// Several IKE SAs allowed, INITIAL_CONTACT ignored.
+    Never,
+    /// A new IKE SA replaces the established ones of the same identity (default). They are
+    /// deleted (Delete exchange) at once when the new one comes from another address; from
+    /// the same address (a make-before-break reauthentication, RFC 7296 2.8.3) after a grace
+    /// period, unless the peer deletes them first.
+    #[default]
+    Replace,
+    /// A new IKE SA is refused (AUTHENTICATION_FAILED) while one of the same identity is
+    /// established; so is a peer's make-before-break reauthentication, as in strongSwan.
+    Keep,
+}
+
 /// Retransmission of requests: timeout * base^n for n in 0..tries, then give up.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetransmitConfig {
@@ -107,6 +128,8 @@ pub struct ConnConfig {
     /// Random jitter subtracted from rekey times (None: up to 10% of the rekey time), like
     /// strongSwan's `rand_time`.
     pub rand_time: Option<Duration>,
+    /// How many IKE SAs one remote identity may hold (`unique`).
+    pub unique: UniquePolicy,
 }
 
 /// Default [`ConnConfig::nat_keepalive`] (strongSwan's `keep_alive`).

@@ -29,7 +29,8 @@ const HASH_LEN: usize = 16;
 pub const COOKIE_LEN: usize = 4 + HASH_LEN;
 const SECRET_LEN: usize = 32;
 
-/// Responder limits against IKE_SA_INIT floods (daemon `[limits]` section).
+/// Limits against floods and hostile peers (daemon `[limits]` section): IKE_SA_INIT floods
+/// (cookies, half-open caps) and what one authenticated peer can make us hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Require a COOKIE (RFC 7296 2.6) when at least this many SAs are half-open
@@ -46,7 +47,15 @@ pub struct Limits {
     /// The cookie secret is replaced after this much time; the previous one stays valid for
     /// one more period.
     pub cookie_secret_lifetime: Duration,
+    /// At most this many CHILD_SAs (installed, not counting those replaced by a rekey) per
+    /// IKE SA: a CREATE_CHILD_SA request for one more is answered with NO_ADDITIONAL_SAS.
+    /// Rekeys are still accepted, until twice as many (replaced ones the peer has not deleted
+    /// yet included) are held.
+    pub max_children_per_ike_sa: usize,
 }
+
+/// Default [`Limits::max_children_per_ike_sa`].
+pub const DEFAULT_MAX_CHILDREN_PER_IKE_SA: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -56,6 +65,7 @@ impl Default for Limits {
             half_open_per_source_max: 25,
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
+            max_children_per_ike_sa: DEFAULT_MAX_CHILDREN_PER_IKE_SA,
         }
     }
 }

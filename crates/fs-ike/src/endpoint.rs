@@ -1,17 +1,19 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
 use crate::config::{
-    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig,
+    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy,
 };
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
 use crate::proposals::{self, EspSuite, IkeSuite};
+use crate::ratelimit::TokenBucket;
 use crate::sk::{self, OpenError};
+use crate::time::{after, scale};
 use fs_crypto::dh::KeyExchange;
 use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
 use fs_wire::id::Identity;
 use fs_wire::ike::{
     auth_method, exchange, flags, notify_name, notify_type as nt, protocol_id, Delete, Header,
-    IdPayload, Message, Payload, Proposal, IKE_VERSION,
+    IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
 use serde::Serialize;
@@ -78,6 +80,11 @@ pub enum CloseReason {
     NoProposalChosen { by_peer: bool },
     /// TS_UNACCEPTABLE for the CHILD_SA in IKE_AUTH.
     TsUnacceptable { by_peer: bool },
+    /// NO_ADDITIONAL_SAS: a CHILD_SA beyond the responder's limit per IKE SA.
+    NoAdditionalSas { by_peer: bool },
+    /// The peer's new IKE SA was refused by `unique = keep`: another IKE SA with the same
+    /// identity is established (sent as AUTHENTICATION_FAILED, like strongSwan).
+    UniqueKeep,
     /// Retransmissions exhausted.
     Timeout,
     /// Any other error notify or protocol failure, with its name.
@@ -255,6 +262,16 @@ pub struct IkeStats {
     pub duplicates_deleted: u64,
     /// CHILD_SAs rekeyed because of a volume limit or the 32-bit sequence number space.
     pub volume_rekeys: u64,
+    /// CREATE_CHILD_SA requests for a new CHILD_SA refused with NO_ADDITIONAL_SAS
+    /// (`max_children_per_ike_sa`), and rekeys refused with TEMPORARY_FAILURE because twice
+    /// that many CHILD_SAs are held.
+    pub child_limit_refused: u64,
+    /// Datagrams from UDP source port 0 (no reply can reach it): dropped unprocessed.
+    pub dropped_source_port_zero: u64,
+    /// Requests with IKE major version > 2 answered with INVALID_MAJOR_VERSION (RFC 7296 2.5).
+    pub invalid_major_version_sent: u64,
+    /// ... and those left unanswered by the rate limit ([`MAJOR_VERSION_ANSWERS_PER_SEC`]).
+    pub invalid_major_version_suppressed: u64,
 }
 
 /// Traffic counters of one CHILD_SA as the data plane reports them (`note_child_counters`).
@@ -273,6 +290,8 @@ pub struct ChildCounters {
 pub const SEQ_REKEY_MARGIN: u64 = 1 << 24;
 /// ... and deleted once the 32-bit space is exhausted (the data plane cannot send on it).
 pub const SEQ_HARD_LIMIT: u64 = u32::MAX as u64;
+/// INVALID_MAJOR_VERSION answers: at most this many per second (after a burst of as many).
+pub const MAJOR_VERSION_ANSWERS_PER_SEC: u32 = 10;
 /// At most one info line per this interval about IKE_SA_INIT requests matching no connection.
 const NO_MATCH_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -475,6 +494,14 @@ struct IkeSa {
     /// Authenticated ESP came from this new address ([`Endpoint::note_peer_endpoint`]): the
     /// next liveness check goes there; its authenticated answer moves the IKE SA.
     probe_remote: Option<SocketAddr>,
+    /// A CREATE_CHILD_SA was refused by `max_children_per_ike_sa` (logged once at info).
+    child_limit_logged: bool,
+    /// `unique = replace`: a newer IKE SA of the same identity came from the same address
+    /// (likely a make-before-break reauthentication): deleted at this time unless the peer
+    /// deletes it first.
+    replace_at: Option<Instant>,
+    /// Being deleted because a newer IKE SA of the same identity replaced it.
+    replaced: bool,
 }
 
 impl IkeSa {
@@ -540,6 +567,9 @@ impl IkeSa {
             reauth_of: None,
             reauth_by: None,
             probe_remote: None,
+            child_limit_logged: false,
+            replace_at: None,
+            replaced: false,
         }
     }
 }
@@ -568,14 +598,14 @@ impl IkeSa {
             && self.pending.is_none()
             && self.tasks.is_empty()
             && self.to_create.is_empty())
-        .then(|| self.last_rx + d)
+        .then(|| after(self.last_rx, d))
     }
     /// Next NAT keepalive (RFC 3948 4): only the side behind the NAT sends them, on the
     /// port 4500 path, when nothing else went to the peer for `nat_keepalive`.
     fn keepalive_due(&self) -> Option<Instant> {
         let d = self.conn.nat_keepalive?;
         (self.active() && self.nat_local && self.local.port() == NATT_PORT)
-            .then(|| self.last_tx + d)
+            .then(|| after(self.last_tx, d))
     }
     fn deadline(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
@@ -590,6 +620,7 @@ impl IkeSa {
             t.extend(self.keepalive_due());
             t.extend(self.expire_at);
             t.extend(self.reauth_at);
+            t.extend(self.replace_at);
         }
         if self.state == State::Established && !self.superseded {
             for c in &self.children {
@@ -638,6 +669,7 @@ fn reason_from_notify(t: u16, by_peer: bool) -> CloseReason {
         nt::AUTHENTICATION_FAILED => CloseReason::AuthenticationFailed { by_peer },
         nt::NO_PROPOSAL_CHOSEN => CloseReason::NoProposalChosen { by_peer },
         nt::TS_UNACCEPTABLE => CloseReason::TsUnacceptable { by_peer },
+        nt::NO_ADDITIONAL_SAS => CloseReason::NoAdditionalSas { by_peer },
         _ => CloseReason::Error(notify_name(t)),
     }
 }
@@ -650,6 +682,8 @@ impl CloseReason {
             CloseReason::AuthenticationFailed { .. } => "AUTHENTICATION_FAILED".into(),
             CloseReason::NoProposalChosen { .. } => "NO_PROPOSAL_CHOSEN".into(),
             CloseReason::TsUnacceptable { .. } => "TS_UNACCEPTABLE".into(),
+            CloseReason::NoAdditionalSas { .. } => "NO_ADDITIONAL_SAS".into(),
+            CloseReason::UniqueKeep => "UNIQUE_KEEP".into(),
             CloseReason::Timeout => "TIMEOUT".into(),
             CloseReason::Error(s) => s.clone(),
         }
@@ -829,6 +863,11 @@ pub struct Endpoint {
     /// Rate limit of the "matches no connection" info line: last logged, and not yet logged.
     no_match_logged: Option<Instant>,
     no_match_unlogged: u64,
+    /// Test knob: never send INITIAL_CONTACT (a peer that omits it).
+    #[cfg(test)]
+    pub(crate) test_omit_initial_contact: bool,
+    /// Rate limit of INVALID_MAJOR_VERSION answers (unauthenticated, spoofable sources).
+    major_version_answers: TokenBucket,
 }
 
 impl Endpoint {
@@ -846,6 +885,12 @@ impl Endpoint {
             dos: DosGuard::default(),
             no_match_logged: None,
             no_match_unlogged: 0,
+            #[cfg(test)]
+            test_omit_initial_contact: false,
+            major_version_answers: TokenBucket::new(
+                MAJOR_VERSION_ANSWERS_PER_SEC,
+                MAJOR_VERSION_ANSWERS_PER_SEC,
+            ),
         }
     }
     /// Replace the configuration (existing SAs are kept).
@@ -865,8 +910,18 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) {
+        if remote.port() == 0 {
+            // No reply could reach port 0 (sending to it fails): not worth a parse, nor a
+            // log line per datagram.
+            self.stats.dropped_source_port_zero += 1;
+            return;
+        }
         let msg = match Message::parse(data) {
             Ok(m) => m,
+            Err(WireError::UnsupportedVersion(v)) if v >> 4 > IKE_VERSION >> 4 => {
+                self.on_invalid_major_version(now, local, remote, data);
+                return;
+            }
             Err(e) => {
                 debug!(%remote, "dropping malformed IKE message: {e}");
                 self.stats.dropped_malformed += 1;
@@ -1443,8 +1498,8 @@ impl Endpoint {
         let mut b = [0u8; 8];
         self.rng.fill(&mut b);
         let f = (u64::from_be_bytes(b) % 1_000_001) as f64 / 1_000_000.0;
-        let max = rand.unwrap_or_else(|| d.mul_f64(0.1)).min(d);
-        d.saturating_sub(max.mul_f64(f))
+        let max = rand.unwrap_or_else(|| scale(d, 0.1)).min(d);
+        d.saturating_sub(scale(max, f))
     }
 
     /// RETRY_DELAY plus up to as much again at random.
@@ -1452,12 +1507,14 @@ impl Endpoint {
         let mut b = [0u8; 4];
         self.rng.fill(&mut b);
         let f = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
-        RETRY_DELAY + RETRY_DELAY.mul_f64(f)
+        RETRY_DELAY.saturating_add(scale(RETRY_DELAY, f))
     }
 
     /// How long a superseded IKE SA waits for the peer's Delete (or our decision).
     fn superseded_grace(sa: &IkeSa) -> Duration {
-        total_rto(&sa.conn.retransmit) * 2 + Duration::from_secs(10)
+        total_rto(&sa.conn.retransmit)
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(10))
     }
 
     fn alloc_spi(&mut self) -> u64 {
@@ -1859,7 +1916,7 @@ impl Endpoint {
                 }
             }
             Ok(None) | Err(_) => {
-                old.reauth_at = Some(now + self.retry_delay() * 5);
+                old.reauth_at = Some(after(now, self.retry_delay().saturating_mul(5)));
             }
         }
     }
@@ -1895,7 +1952,7 @@ impl Endpoint {
 
     /// The reauthenticating IKE SA for `old_id` failed: `old_id` stays, and tries again later.
     fn reauth_failed(&mut self, old_id: u64, now: Instant) {
-        let delay = self.retry_delay() * 5;
+        let delay = self.retry_delay().saturating_mul(5);
         if let Some(o) = self
             .sas
             .values_mut()
@@ -1903,7 +1960,7 @@ impl Endpoint {
         {
             o.reauth_by = None;
             if o.conn.reauth_time.is_some() {
-                o.reauth_at = Some(now + delay);
+                o.reauth_at = Some(after(now, delay));
             }
         }
     }
@@ -1989,7 +2046,7 @@ impl Endpoint {
             "retransmit {} of request {} (IKE_SA {}[{}])",
             p.sent, p.msg_id, sa.conn.name, sa.id
         );
-        p.deadline = now + rto(&cfg, p.sent);
+        p.deadline = after(now, rto(&cfg, p.sent));
         p.sent += 1;
         let (l, r, d) = (p.local, p.remote, p.data.clone());
         self.stats.retransmits_sent += 1;
@@ -2015,6 +2072,17 @@ impl Endpoint {
             self.expire_child(sa, i);
         }
         if !sa.active() {
+            return;
+        }
+        if sa.replace_at.is_some_and(|t| t <= now) {
+            info!(
+                "IKE_SA {}[{}] replaced by a newer IKE_SA of '{}' (unique = replace), deleting",
+                sa.conn.name,
+                sa.id,
+                sa.remote_id_str()
+            );
+            sa.replaced = true;
+            Self::queue_ike_delete(sa);
             return;
         }
         if sa.expire_at.is_some_and(|t| t <= now) {
@@ -2184,7 +2252,7 @@ impl Endpoint {
             local: sa.local,
             remote: sa.remote,
             sent: 1,
-            deadline: now + rto(&sa.conn.retransmit, 0),
+            deadline: after(now, rto(&sa.conn.retransmit, 0)),
             kind,
         });
     }
@@ -2236,6 +2304,65 @@ impl Endpoint {
         let m = Message {
             header: h,
             payloads: vec![Payload::notify(ntype, data)],
+        };
+        self.transmit(local, remote, m.emit());
+    }
+
+    /// A message with a major version above ours.
+    fn on_invalid_major_version(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        //= https://www.rfc-editor.org/rfc/rfc7296#section-2.5
+        //# If an endpoint receives a message with a higher major version number,
+        //# it MUST drop the message and SHOULD send an unauthenticated Notify
+        //# message of type INVALID_MAJOR_VERSION containing the highest
+        //# (closest) version number it supports.
+        let Ok(req) = Header::parse(data) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        if req.is_response() {
+            // Only requests are answered (RFC 7296 1.5: the answer is a response).
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if !self.major_version_answers.take(now) {
+            self.stats.invalid_major_version_suppressed += 1;
+            return;
+        }
+        self.stats.invalid_major_version_sent += 1;
+        debug!(%remote, "IKE major version {} not supported, answering", req.version >> 4);
+        //= https://www.rfc-editor.org/rfc/rfc7296#section-1.5
+        //# In the second and third cases, the message is always sent without
+        //# cryptographic protection (outside of an IKE SA), and includes either
+        //# an INVALID_IKE_SPI or an INVALID_MAJOR_VERSION notification (with no
+        //# notification data).  The message is a response message, and thus it
+        //# is sent to the IP address and port from whence it came with the same
+        //# IKE SPIs and the Message ID and Exchange Type are copied from the
+        //# request.  The Response flag is set to 1, and the version flags are
+        //# set in the normal fashion.
+        let initiator = if req.flags & flags::INITIATOR == 0 {
+            flags::INITIATOR
+        } else {
+            0
+        };
+        let h = Header {
+            spi_i: req.spi_i,
+            spi_r: req.spi_r,
+            next_payload: 0,
+            version: IKE_VERSION,
+            exchange: req.exchange,
+            flags: flags::RESPONSE | initiator,
+            message_id: req.message_id,
+            length: 0,
+        };
+        let m = Message {
+            header: h,
+            payloads: vec![Payload::notify(nt::INVALID_MAJOR_VERSION, Vec::new())],
         };
         self.transmit(local, remote, m.emit());
     }
@@ -2406,6 +2533,8 @@ impl Endpoint {
             .sas
             .values()
             .any(|s| s.conn.name == sa.conn.name && s.established_at.is_some());
+        #[cfg(test)]
+        let first_contact = first_contact && !self.test_omit_initial_contact;
         if first_contact {
             payloads.push(Payload::notify(nt::INITIAL_CONTACT, Vec::new()));
         }
@@ -2672,7 +2801,7 @@ impl Endpoint {
             udp_pref,
             expected_req_id: 1,
             last_response: Some((0, resp)),
-            half_open_deadline: Some(now + limits.half_open_timeout),
+            half_open_deadline: Some(after(now, limits.half_open_timeout)),
             frag: FragState::new(frag_ok),
             ..IkeSa::new(
                 id,
@@ -3015,11 +3144,11 @@ impl Endpoint {
         sa.last_rx = now;
         if let Some(d) = sa.conn.reauth_time {
             // Reauthentication replaces the IKE rekey (it refreshes all keys too).
-            sa.reauth_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
+            sa.reauth_at = Some(after(now, self.jittered(d, sa.conn.rand_time)));
         } else if let Some(d) = sa.conn.rekey_time {
-            sa.rekey_at = now.checked_add(self.jittered(d, sa.conn.rand_time));
+            sa.rekey_at = Some(after(now, self.jittered(d, sa.conn.rand_time)));
         }
-        sa.expire_at = sa.conn.life_time.and_then(|l| now.checked_add(l));
+        sa.expire_at = sa.conn.life_time.map(|l| after(now, l));
         info!(
             "IKE_SA {}[{}] established between {}[{}]...{}[{}]",
             sa.conn.name,
@@ -3185,7 +3314,8 @@ impl Endpoint {
             &keys.sk_pr,
             &idr.body(),
         );
-        if has_notify(payloads, nt::INITIAL_CONTACT) {
+        let unique = sa.conn.unique;
+        if has_notify(payloads, nt::INITIAL_CONTACT) && unique != UniquePolicy::Never {
             self.initial_contact(sa, &peer_id);
         } else {
             // Probably a reauthentication by the peer (RFC 7296 2.8.3): it deletes the IKE SAs
@@ -3198,6 +3328,19 @@ impl Endpoint {
                     o.reauth_at = None;
                 }
             }
+        }
+        if unique == UniquePolicy::Keep && !self.duplicates(sa, &peer_id).is_empty() {
+            info!(
+                "IKE_SA {}[{}]: '{}' already has an IKE_SA, refused (unique = keep)",
+                sa.conn.name, sa.id, peer_id
+            );
+            self.respond(
+                sa,
+                exchange::IKE_AUTH,
+                mid,
+                vec![Payload::notify(nt::AUTHENTICATION_FAILED, Vec::new())],
+            );
+            return Outcome::Close(CloseReason::UniqueKeep);
         }
         self.established(sa, now);
         let mut resp = vec![
@@ -3227,7 +3370,106 @@ impl Endpoint {
             self.install_child(sa, now, c);
         }
         self.resolve_duplicates(sa, now);
+        // (Unless `sa` just lost a simultaneous initiation and is being deleted itself.)
+        if unique == UniquePolicy::Replace && sa.active() {
+            self.replace_duplicates(sa, &peer_id, now);
+        }
         Outcome::Keep
+    }
+
+    /// Established IKE SAs the peer `peer_id` created on `sa`'s connection, other than `sa`
+    /// (our SPIs, sorted) -- for the `unique` policy, which limits what a peer makes us hold.
+    /// Not counted: IKE SAs being deleted or replaced by a rekey, and IKE SAs we initiated
+    /// (a simultaneous initiation by both peers is resolved by `resolve_duplicates`, with
+    /// the peer's agreement; deleting ours here could make both sides delete a different
+    /// one).
+    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, o)| {
+                o.id != sa.id
+                    && !o.initiator
+                    && o.conn.name == sa.conn.name
+                    && o.remote_identity.as_ref() == Some(peer_id)
+                    && o.active()
+                    && !o.adopt_pending
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `unique = replace`: the new IKE SA `sa` of `peer_id` replaces the established ones.
+    /// From another address they are deleted at once; from the same address the peer is
+    /// probably reauthenticating make-before-break (RFC 7296 2.8.3) and deletes the old one
+    /// itself once its children are moved, so it gets a grace period first (like strongSwan
+    /// did for suspected reauthentications). At most one such IKE SA waits per identity: one
+    /// already waiting is deleted at once, so a peer reconnecting without INITIAL_CONTACT
+    /// holds at most two established IKE SAs. And at most one replaced IKE SA waits for the
+    /// answer to its Delete: an older one (its peer is probably gone) is removed locally.
+    fn replace_duplicates(&mut self, sa: &IkeSa, peer_id: &Identity, now: Instant) {
+        let mut gone: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, o)| {
+                o.replaced
+                    && o.id != sa.id
+                    && o.conn.name == sa.conn.name
+                    && o.remote_identity.as_ref() == Some(peer_id)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        gone.sort_unstable();
+        for k in gone {
+            if let Some(o) = self.sas.remove(&k) {
+                debug!(
+                    "IKE_SA {}[{}] replaced earlier, its Delete unanswered: removed",
+                    o.conn.name, o.id
+                );
+                self.close(o, CloseReason::Deleted { by_peer: false });
+            }
+        }
+        for k in self.duplicates(sa, peer_id) {
+            let Some(mut o) = self.sas.remove(&k) else {
+                continue;
+            };
+            if o.remote.ip() == sa.remote.ip() && o.replace_at.is_none() {
+                let grace = Self::superseded_grace(&o);
+                info!(
+                    "IKE_SA {}[{}] of '{peer_id}' replaced by IKE_SA {}[{}] from the same \
+                     address (unique = replace), deleting it in {}s unless the peer does",
+                    o.conn.name,
+                    o.id,
+                    sa.conn.name,
+                    sa.id,
+                    grace.as_secs()
+                );
+                o.replace_at = Some(after(now, grace));
+                o.reauth_at = None;
+            } else {
+                info!(
+                    "IKE_SA {}[{}] of '{peer_id}' replaced by IKE_SA {}[{}] \
+                     (unique = replace), deleting it",
+                    o.conn.name, o.id, sa.conn.name, sa.id
+                );
+                o.replaced = true;
+                Self::queue_ike_delete(&mut o);
+            }
+            self.finish(o, Outcome::Keep, now);
+        }
+    }
+
+    /// Delete `sa` with a Delete exchange (sent by `kick` when the window is free); nothing
+    /// else is started on it any more.
+    fn queue_ike_delete(sa: &mut IkeSa) {
+        sa.delete_queued = true;
+        sa.replace_at = None;
+        sa.expire_at = None;
+        sa.to_create.clear();
+        sa.tasks.clear();
+        sa.delayed.clear();
     }
 
     /// INITIAL_CONTACT (RFC 7296 2.4): the peer has no state from before; delete, locally and
@@ -3437,11 +3679,11 @@ impl Endpoint {
         let (rekey, life, rand) = cfg.map_or((None, None, None), |c| {
             (c.rekey_time, c.life_time, c.rand_time)
         });
-        let rekey_at = rekey.and_then(|d| now.checked_add(self.jittered(d, rand)));
+        let rekey_at = rekey.map(|d| after(now, self.jittered(d, rand)));
         // Hard lifetime: life_time, else rekey_time * 1.1 (strongSwan's default margin).
         let expire_at = life
-            .or_else(|| rekey.and_then(|d| Duration::try_from_secs_f64(d.as_secs_f64() * 1.1).ok()))
-            .and_then(|h| now.checked_add(h));
+            .or_else(|| rekey.map(|d| scale(d, 1.1)))
+            .map(|h| after(now, h));
         sa.children.push(InstalledChild {
             sa: child,
             established: now,
@@ -3535,6 +3777,10 @@ impl Endpoint {
                 }
             }
         }
+        if let Some(t) = self.child_limit(sa, old.is_some()) {
+            self.respond(sa, exch, mid, notify(t));
+            return;
+        }
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
         let transport = has_notify(payloads, nt::USE_TRANSPORT_MODE);
@@ -3591,6 +3837,49 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// `max_children_per_ike_sa`: the error to answer a CREATE_CHILD_SA request with, if any.
+    /// A new CHILD_SA counts against the installed ones; a rekey (which replaces one, net
+    /// zero) is refused only while twice the limit is held, i.e. the peer does not delete the
+    /// CHILD_SAs it replaced.
+    fn child_limit(&mut self, sa: &mut IkeSa, rekey: bool) -> Option<u16> {
+        let max = self.config.limits.max_children_per_ike_sa;
+        let installed = sa
+            .children
+            .iter()
+            .filter(|c| c.state == ChildState::Installed)
+            .count();
+        let t = if !rekey && installed >= max {
+            //= https://www.rfc-editor.org/rfc/rfc7296#section-1.3
+            //# The responder sends a NO_ADDITIONAL_SAS notification to indicate that
+            //# a CREATE_CHILD_SA request is unacceptable because the responder is
+            //# unwilling to accept any more Child SAs on this IKE SA.
+            nt::NO_ADDITIONAL_SAS
+        } else if rekey && sa.children.len() >= max.saturating_mul(2) {
+            nt::TEMPORARY_FAILURE
+        } else {
+            return None;
+        };
+        self.stats.child_limit_refused += 1;
+        if sa.child_limit_logged {
+            debug!(
+                "IKE_SA {}[{}]: CHILD_SA limit {max} reached, answering {}",
+                sa.conn.name,
+                sa.id,
+                notify_name(t)
+            );
+        } else {
+            sa.child_limit_logged = true;
+            info!(
+                "IKE_SA {}[{}]: CHILD_SA limit {max} reached, answering {} \
+                 (further refusals on this IKE_SA are logged at debug level)",
+                sa.conn.name,
+                sa.id,
+                notify_name(t)
+            );
+        }
+        Some(t)
     }
 
     /// Responder of an IKE SA rekey (RFC 7296 1.3.2, 2.18).
@@ -3704,7 +3993,7 @@ impl Endpoint {
             let mut new = new;
             new.superseded = true;
             new.adopt_pending = true;
-            new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+            new.superseded_deadline = Some(after(now, Self::superseded_grace(sa)));
             if let Some(r) = sa.pending_rekey_ike() {
                 r.collision = Some((our_spi, lowest(ni, &nr)));
             }
@@ -3799,18 +4088,18 @@ impl Endpoint {
         new.last_rx = now;
         if new.conn.reauth_time.is_none() {
             if let Some(d) = new.conn.rekey_time {
-                new.rekey_at = now.checked_add(self.jittered(d, new.conn.rand_time));
+                new.rekey_at = Some(after(now, self.jittered(d, new.conn.rand_time)));
             }
         }
         // A rekey (e.g. by the peer) does not postpone our reauthentication.
         new.reauth_at = old.reauth_at.take();
         new.reauth_by = old.reauth_by.take();
         new.reauth_of = old.reauth_of.take();
-        new.expire_at = new.conn.life_time.and_then(|l| now.checked_add(l));
+        new.expire_at = new.conn.life_time.map(|l| after(now, l));
         old.superseded = true;
         old.adopt_pending = false;
         old.rekey_at = None;
-        old.superseded_deadline = Some(now + Self::superseded_grace(old));
+        old.superseded_deadline = Some(after(now, Self::superseded_grace(old)));
         info!(
             "IKE_SA {}[{}] rekeyed: {:016x}_i {:016x}_r",
             new.conn.name, new.id, new.spi_i, new.spi_r
@@ -4042,7 +4331,7 @@ impl Endpoint {
             }
             Some(nt::TEMPORARY_FAILURE) => {
                 // RFC 7296 2.25: retry later, not immediately.
-                let at = now + self.retry_delay();
+                let at = after(now, self.retry_delay());
                 match (cp.rekey, old_installed) {
                     (Some(_), Some(spi)) => sa.delayed.push((at, Task::RekeyChild(spi))),
                     (Some(_), None) => {}
@@ -4075,7 +4364,7 @@ impl Endpoint {
         let Some(new_in) = self.complete_child(sa, now, cp, payloads, &ni, &nr) else {
             if let Some(spi) = old_installed {
                 // Rekey failed: try again later (the hard lifetime bounds the old SA).
-                let at = now + self.retry_delay();
+                let at = after(now, self.retry_delay());
                 sa.delayed.push((at, Task::RekeyChild(spi)));
             }
             return;
@@ -4168,7 +4457,7 @@ impl Endpoint {
                         "IKE_SA {}[{}] rekey failed: {e}, retrying later",
                         sa.conn.name, sa.id
                     );
-                    let at = now + self.retry_delay();
+                    let at = after(now, self.retry_delay());
                     sa.delayed.push((at, Task::RekeyIke));
                 }
                 return;
@@ -4209,7 +4498,7 @@ impl Endpoint {
                 info!("IKE_SA {}[{}] rekey collision lost", sa.conn.name, sa.id);
                 new.superseded = true;
                 new.delete_queued = true;
-                new.superseded_deadline = Some(now + Self::superseded_grace(sa));
+                new.superseded_deadline = Some(after(now, Self::superseded_grace(sa)));
                 self.finish(new, Outcome::Keep, now);
                 self.adopt(sa, n2, now);
             }
@@ -4272,7 +4561,7 @@ impl Endpoint {
             }
             return Outcome::Close(CloseReason::AuthenticationFailed { by_peer: false });
         }
-        if has_notify(payloads, nt::INITIAL_CONTACT) {
+        if has_notify(payloads, nt::INITIAL_CONTACT) && sa.conn.unique != UniquePolicy::Never {
             self.initial_contact(sa, &peer_id);
         }
         sa.remote_identity = Some(peer_id);

@@ -368,7 +368,7 @@ impl FragState {
     pub(crate) fn expiry(&self) -> Option<Instant> {
         self.sets
             .iter()
-            .map(|s| s.started + REASSEMBLY_TIMEOUT)
+            .map(|s| crate::time::after(s.started, REASSEMBLY_TIMEOUT))
             .min()
     }
 

@@ -11,10 +11,14 @@ mod cookie;
 pub mod endpoint;
 mod fragment;
 mod proposals;
+mod ratelimit;
 mod sk;
+mod time;
 
-pub use config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction};
-pub use cookie::Limits;
+pub use config::{
+    ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, StartAction, UniquePolicy,
+};
+pub use cookie::{Limits, DEFAULT_MAX_CHILDREN_PER_IKE_SA};
 pub use endpoint::{ChildCounters, ChildSaInfo, IkeSaInfo, SEQ_HARD_LIMIT, SEQ_REKEY_MARGIN};
 pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
 

@@ -12,6 +12,7 @@ mod dos;
 mod esp_nat;
 mod frag;
 mod lifecycle;
+mod limits;
 mod nat;
 mod reauth;
 
@@ -108,6 +109,7 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         nat_keepalive: Some(crate::config::DEFAULT_NAT_KEEPALIVE),
         life_time: None,
         rand_time: None,
+        unique: Default::default(),
     }
 }
 
