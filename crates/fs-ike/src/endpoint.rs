@@ -255,6 +255,9 @@ pub struct IkeStats {
     pub duplicates_deleted: u64,
     /// CHILD_SAs rekeyed because of a volume limit or the 32-bit sequence number space.
     pub volume_rekeys: u64,
+    /// Messages of ours that could not be encoded (a count or length past its field width,
+    /// `fs_wire::ike::WireError::Unencodable`): logged and not sent, never truncated.
+    pub emit_failures: u64,
 }
 
 /// Traffic counters of one CHILD_SA as the data plane reports them (`note_child_counters`).
@@ -2120,10 +2123,28 @@ impl Endpoint {
         let keys = sa.keys.as_ref()?;
         let h = Self::header(sa, exch, mid, response);
         let out = sk::seal(&keys.tx, self.rng.as_mut(), &h, payloads);
-        if out.is_none() {
-            warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
+        self.sealed(sa, out)
+    }
+
+    /// Log and count a message that could not be built; `None` then (nothing is sent).
+    fn sealed<T>(&mut self, sa: &IkeSa, out: Result<T, sk::SealError>) -> Option<T> {
+        match out {
+            Ok(d) => Some(d),
+            Err(sk::SealError::Crypto) => {
+                warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
+                None
+            }
+            Err(sk::SealError::Encode(e)) => {
+                self.emit_failed(&sa.conn.name, &e);
+                None
+            }
         }
-        out
+    }
+
+    /// A message of ours cannot be encoded: log, count, send nothing.
+    fn emit_failed(&mut self, conn: &str, e: &fs_wire::ike::WireError) {
+        warn!("{conn}: message not sent, it cannot be encoded: {e}");
+        self.stats.emit_failures += 1;
     }
 
     /// Like `protect`, but split into SKF fragments when negotiated and the message exceeds
@@ -2141,10 +2162,7 @@ impl Endpoint {
         let max = (sa.frag.negotiated && sa.conn.fragmentation)
             .then(|| fragment::max_message_len(sa.conn.fragment_size, sa.local, sa.remote));
         let out = fragment::seal(&keys.tx, self.rng.as_mut(), &h, payloads, max);
-        if out.is_none() {
-            warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
-        }
-        out
+        self.sealed(sa, out)
     }
 
     /// Send every datagram of a (possibly fragmented) message.
@@ -2237,7 +2255,10 @@ impl Endpoint {
             header: h,
             payloads: vec![Payload::notify(ntype, data)],
         };
-        self.transmit(local, remote, m.emit());
+        match m.emit() {
+            Ok(d) => self.transmit(local, remote, d),
+            Err(e) => self.emit_failed("IKE_SA_INIT", &e),
+        }
     }
 
     fn send_init(&mut self, sa: &mut IkeSa, now: Instant) {
@@ -2285,11 +2306,18 @@ impl Endpoint {
             payloads.push(udp_pref_notify());
         }
         let h = Self::header(sa, exchange::IKE_SA_INIT, 0, false);
-        let data = Message {
+        let data = match (Message {
             header: h,
             payloads,
-        }
-        .emit();
+        })
+        .emit()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.emit_failed(&sa.conn.name, &e);
+                return;
+            }
+        };
         sa.init_req = data.clone();
         self.start_pending(sa, now, 0, exchange::IKE_SA_INIT, vec![data], ReqKind::Init);
     }
@@ -2643,11 +2671,18 @@ impl Endpoint {
             message_id: 0,
             length: 0,
         };
-        let resp = Message {
+        let resp = match (Message {
             header: rh,
             payloads,
-        }
-        .emit();
+        })
+        .emit()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.emit_failed(&conn.name, &e);
+                return;
+            }
+        };
         self.transmit(local, remote, resp.clone());
         debug!(
             "IKE_SA {}[{id}] responding to {remote} with {:?}",
