@@ -3336,14 +3336,14 @@ impl Endpoint {
             } else {
                 cfg.remote_ts.clone()
             };
-            let l = proposals::narrow(&lc, tsr);
-            let r = proposals::narrow(&rc, tsi);
+            let (l, l_capped) = proposals::narrow(&lc, tsr);
+            let (r, r_capped) = proposals::narrow(&rc, tsi);
             if !l.is_empty() && !r.is_empty() {
-                chosen = Some((cfg.clone(), l, r));
+                chosen = Some((cfg.clone(), l, r, l_capped || r_capped));
                 break;
             }
         }
-        let Some((cfg, l, r)) = chosen else {
+        let Some((cfg, l, r, capped)) = chosen else {
             info!(
                 "IKE_SA {}[{}]: traffic selectors {} === {} unacceptable",
                 sa.conn.name,
@@ -3428,6 +3428,18 @@ impl Endpoint {
                 group: k.group().transform_id(),
                 data: k.public_key().to_vec(),
             });
+        }
+        if capped {
+            // proposals::narrow: more intersections than one TS payload holds.
+            info!(
+                "IKE_SA {}[{}]: narrowed to {} === {} ({} selectors at most per side)",
+                sa.conn.name,
+                sa.id,
+                ts_list(&l),
+                ts_list(&r),
+                proposals::MAX_TS
+            );
+            pl.push(Payload::notify(nt::ADDITIONAL_TS_POSSIBLE, Vec::new()));
         }
         pl.push(Payload::TsI(r.clone()));
         pl.push(Payload::TsR(l.clone()));

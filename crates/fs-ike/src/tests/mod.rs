@@ -14,6 +14,7 @@ mod frag;
 mod lifecycle;
 mod nat;
 mod reauth;
+mod wire_limits;
 
 pub const A: &str = "100.1.1.1";
 pub const B: &str = "200.2.2.2";
