@@ -868,6 +868,45 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) {
+        // Cheap checks first (issue 9): the fixed header names the IKE SA, so a message for
+        // an SPI we do not hold, or with SPIs/flags that do not fit it, is dropped before any
+        // payload is parsed. Only well-formed IKE_SA_INIT request headers and messages for a
+        // known SA are parsed in full. COOKIE admission (cookie.rs) needs the parsed Ni, so it
+        // runs after the (bounded) parse.
+        let h = match Header::parse(data) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(%remote, "dropping malformed IKE message: {e}");
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        let from_initiator = h.flags & flags::INITIATOR != 0;
+        let is_response = h.flags & flags::RESPONSE != 0;
+        let init_req = h.exchange == exchange::IKE_SA_INIT && !is_response;
+        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
+        if init_req && !(from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0) {
+            debug!(%remote, "dropping invalid IKE_SA_INIT request");
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        if !init_req {
+            let Some(sa) = self.sas.get(&our_spi) else {
+                debug!(%remote, "dropping message for unknown IKE SPI {our_spi:016x}");
+                self.stats.dropped_unknown_spi += 1;
+                return;
+            };
+            let init_resp =
+                h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
+            if sa.initiator == from_initiator
+                || sa.spi_i != h.spi_i
+                || (sa.spi_r != h.spi_r && !init_resp)
+            {
+                debug!(%remote, "dropping message with mismatched SPIs/flags");
+                self.stats.dropped_unknown_spi += 1;
+                return;
+            }
+        }
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {
@@ -877,34 +916,14 @@ impl Endpoint {
             }
         };
         let h = &msg.header;
-        let from_initiator = h.flags & flags::INITIATOR != 0;
-        let is_response = h.flags & flags::RESPONSE != 0;
-        if h.exchange == exchange::IKE_SA_INIT && !is_response {
-            if from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0 {
-                self.on_init_request(now, local, remote, data, &msg);
-            } else {
-                debug!(%remote, "dropping invalid IKE_SA_INIT request");
-                self.stats.dropped_malformed += 1;
-            }
+        if init_req {
+            self.on_init_request(now, local, remote, data, &msg);
             return;
         }
-        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
         let Some(mut sa) = self.sas.remove(&our_spi) else {
-            debug!(%remote, "dropping message for unknown IKE SPI {our_spi:016x}");
             self.stats.dropped_unknown_spi += 1;
             return;
         };
-        let init_resp =
-            h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
-        if sa.initiator == from_initiator
-            || sa.spi_i != h.spi_i
-            || (sa.spi_r != h.spi_r && !init_resp)
-        {
-            debug!(%remote, "dropping message with mismatched SPIs/flags");
-            self.stats.dropped_unknown_spi += 1;
-            self.sas.insert(our_spi, sa);
-            return;
-        }
         if h.exchange != exchange::IKE_SA_INIT
             && matches!(msg.payloads.last(), Some(Payload::Skf { .. }))
             && !self.on_fragment(&mut sa, now, data, &msg)

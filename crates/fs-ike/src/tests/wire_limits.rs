@@ -65,3 +65,51 @@ fn too_many_configured_selectors_fail_without_truncation() {
     assert_eq!(sim.b().ep.stats().dropped_malformed, 0);
     assert!(sim.a().children().is_empty() && sim.b().children().is_empty());
 }
+
+/// An unencrypted INFORMATIONAL request from A to B carrying the 8-byte Delete amplification
+/// (SPI size 0, Num of SPIs 65535), with the given SPIs.
+fn hostile_delete(spi_i: u64, spi_r: u64) -> Vec<u8> {
+    use fs_wire::ike::{exchange, flags, payload_type, Header, HEADER_LEN, IKE_VERSION};
+    let body = [0, 0, 0, 8, 1, 0, 0xff, 0xff];
+    let h = Header {
+        spi_i,
+        spi_r,
+        next_payload: payload_type::DELETE,
+        version: IKE_VERSION,
+        exchange: exchange::INFORMATIONAL,
+        flags: flags::INITIATOR,
+        message_id: 1,
+        length: (HEADER_LEN + body.len()) as u32,
+    };
+    let mut d = h.to_bytes().to_vec();
+    d.extend_from_slice(&body);
+    d
+}
+
+#[test]
+fn unknown_spi_is_dropped_before_the_payloads_are_parsed() {
+    let (a, b) = pair();
+    let mut sim = Sim::new(a, b, 93);
+    sim.establish();
+    let t = sim.a().sent.last().unwrap().clone();
+    let real = fs_wire::ike::Header::parse(&t.data).unwrap();
+    let before = sim.b().ep.stats().clone();
+    // Unknown SPI: counted as such without looking at the (malformed) payloads.
+    sim.inject(1, t.remote, t.local, &hostile_delete(0x1234, 0x5678));
+    let s = sim.b().ep.stats().clone();
+    assert_eq!(s.dropped_unknown_spi, before.dropped_unknown_spi + 1);
+    assert_eq!(s.dropped_malformed, before.dropped_malformed);
+    // The known SA's SPIs: parsed, rejected as malformed (the count is not backed).
+    sim.inject(
+        1,
+        t.remote,
+        t.local,
+        &hostile_delete(real.spi_i, real.spi_r),
+    );
+    let s = sim.b().ep.stats().clone();
+    assert_eq!(s.dropped_unknown_spi, before.dropped_unknown_spi + 1);
+    assert_eq!(s.dropped_malformed, before.dropped_malformed + 1);
+    // The SA is untouched.
+    assert_eq!(sim.b().children().len(), 1);
+    assert!(sim.b().closed().is_none());
+}
