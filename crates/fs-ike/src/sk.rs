@@ -75,8 +75,14 @@ pub(crate) fn seal_inner(
     buf.extend_from_slice(&iv);
     buf.extend_from_slice(inner);
     buf.resize(buf.len() + pad, 0);
-    // The pad length fits: pad < block <= 16.
-    buf.push(pad as u8);
+    // RFC 7296 3.14: Pad Length is one octet (pad < block <= 16 for our ciphers).
+    buf.push(u8::try_from(pad).map_err(|_| {
+        SealError::Encode(WireError::Unencodable {
+            what: "SK Pad Length",
+            value: pad,
+            max: usize::from(u8::MAX),
+        })
+    })?);
     buf.resize(buf.len() + icv_len, 0);
     cipher
         .seal(&mut buf, aad_len, None)

@@ -137,7 +137,16 @@ fn hostile_counts_allocate_in_proportion_to_the_bytes() {
 #[test]
 fn many_small_valid_payloads_stay_proportional() {
     // Valid but numerous: empty Delete(IKE) payloads and empty Vendor IDs fill a 64 KB datagram.
-    for (ptype, body) in [(pt::DELETE, &[1u8, 0, 0, 0][..]), (pt::VENDOR, &[][..])] {
+    let spis: Vec<u8> = [3u8, 4, 0x03, 0xff]
+        .into_iter()
+        .chain((0..1023u32).flat_map(u32::to_be_bytes))
+        .collect();
+    for (ptype, body) in [
+        (pt::DELETE, &[1u8, 0, 0, 0][..]),
+        (pt::VENDOR, &[][..]),
+        // Delete(ESP) with 1023 SPIs per payload: each 4-byte SPI becomes its own vector.
+        (pt::DELETE, &spis[..]),
+    ] {
         let b = hostile(ptype, body, 65_507);
         let peak = parse_peak(&b);
         println!("{ptype}: {} bytes -> peak {peak} bytes", b.len());
