@@ -868,12 +868,13 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) {
-        // Cheap checks first (issue 9): the fixed header names the IKE SA, so a message for
-        // an SPI we do not hold, or with SPIs/flags that do not fit it, is dropped before any
-        // payload is parsed. Only well-formed IKE_SA_INIT request headers and messages for a
+        // Cheap checks first (issue 9): the fixed header (version and Length checked as in a
+        // full parse, counted as malformed) names the IKE SA, so a message for an SPI we do
+        // not hold, or with SPIs/flags that do not fit it, is dropped before any payload is
+        // parsed. Only well-formed IKE_SA_INIT request headers and messages for a
         // known SA are parsed in full. COOKIE admission (cookie.rs) needs the parsed Ni, so it
         // runs after the (bounded) parse.
-        let h = match Header::parse(data) {
+        let h = match Message::parse_header(data) {
             Ok(h) => h,
             Err(e) => {
                 debug!(%remote, "dropping malformed IKE message: {e}");

@@ -1203,6 +1203,16 @@ impl Message {
     /// every payload length and the chain. An SK/SKF payload must be last. Unknown payload
     /// types become [`Payload::Unknown`] with their critical bit.
     pub fn parse(buf: &[u8]) -> Result<Message, WireError> {
+        let header = Self::parse_header(buf)?;
+        let body = buf.get(HEADER_LEN..).ok_or(WireError::Truncated)?;
+        let payloads = parse_payloads(header.next_payload, body)?;
+        Ok(Message { header, payloads })
+    }
+
+    /// The checks of [`Message::parse`] that need only the fixed header (major version 2,
+    /// header Length == datagram length), without touching the payloads: lets a receiver
+    /// route or drop a datagram (e.g. by IKE SPI) before paying for the payload parse.
+    pub fn parse_header(buf: &[u8]) -> Result<Header, WireError> {
         let header = Header::parse(buf)?;
         if header.version >> 4 != 2 {
             return Err(WireError::UnsupportedVersion(header.version));
@@ -1217,9 +1227,7 @@ impl Message {
         if declared < buf.len() {
             return Err(WireError::TrailingBytes);
         }
-        let body = buf.get(HEADER_LEN..).ok_or(WireError::Truncated)?;
-        let payloads = parse_payloads(header.next_payload, body)?;
-        Ok(Message { header, payloads })
+        Ok(header)
     }
 
     /// Serialize; fills `header.next_payload` and `header.length` from the payloads. Fails

@@ -109,6 +109,17 @@ fn unknown_spi_is_dropped_before_the_payloads_are_parsed() {
     let s = sim.b().ep.stats().clone();
     assert_eq!(s.dropped_unknown_spi, before.dropped_unknown_spi + 1);
     assert_eq!(s.dropped_malformed, before.dropped_malformed + 1);
+    // A bad header (Length past the datagram, major version 3) is malformed whatever the SPI.
+    let mut long = hostile_delete(0x1234, 0x5678);
+    long[24..28].copy_from_slice(&1000u32.to_be_bytes());
+    let mut v3 = hostile_delete(0x1234, 0x5678);
+    v3[17] = 0x30;
+    for d in [long, v3] {
+        sim.inject(1, t.remote, t.local, &d);
+    }
+    let s = sim.b().ep.stats().clone();
+    assert_eq!(s.dropped_unknown_spi, before.dropped_unknown_spi + 1);
+    assert_eq!(s.dropped_malformed, before.dropped_malformed + 3);
     // The SA is untouched.
     assert_eq!(sim.b().children().len(), 1);
     assert!(sim.b().closed().is_none());

@@ -1144,3 +1144,32 @@ fn emit_rejects_values_past_their_field() {
     let mut short = [0u8; HEADER_LEN - 1];
     assert_eq!(h.emit(&mut short), Err(WireError::Truncated));
 }
+
+#[test]
+fn parse_header_checks_version_and_length_only() {
+    // The Delete amplification behind a valid header: the header checks pass, the payloads
+    // are not looked at.
+    let b = hostile(payload_type::DELETE, &[protocol_id::IKE, 0, 0xff, 0xff], 40);
+    let h = Message::parse_header(&b).unwrap();
+    assert_eq!((h.spi_i, h.spi_r, h.length as usize), (1, 2, b.len()));
+    assert!(Message::parse(&b).is_err());
+    let mut v3 = b.clone();
+    v3[17] = 0x30;
+    assert_eq!(
+        Message::parse_header(&v3),
+        Err(WireError::UnsupportedVersion(0x30))
+    );
+    let mut long = b.clone();
+    long[27] += 1;
+    assert!(matches!(
+        Message::parse_header(&long),
+        Err(WireError::BadLength { .. })
+    ));
+    let mut trailing = b.clone();
+    trailing.push(0);
+    assert_eq!(
+        Message::parse_header(&trailing),
+        Err(WireError::TrailingBytes)
+    );
+    assert_eq!(Message::parse_header(&b[..27]), Err(WireError::Truncated));
+}
