@@ -1,8 +1,18 @@
 //! IKEv2 message header and payloads (RFC 7296 section 3, RFC 7383 fragments).
 //!
 //! [`Message::parse`] / [`Message::emit`] convert whole datagrams; [`parse_payloads`] /
-//! [`emit_payloads`] handle payload chains (the decrypted contents of an SK payload).
-//! Parsing never panics: malformed input yields a [`WireError`].
+//! [`emit_payloads`] handle payload chains (the decrypted contents of an SK payload);
+//! [`Message::parse_header`] checks only the fixed header (to route by SPI before parsing).
+//!
+//! Contract:
+//! - Parsing never panics: malformed input yields a [`WireError`].
+//! - Parsing allocates only what the bytes back: no count field (Num of SPIs, Number of TSs,
+//!   Number of Transforms, attribute or SPI lengths) sizes a vector beyond the elements the
+//!   payload can hold; a count that disagrees with the bytes is an error
+//!   ([`WireError::CountMismatch`] / [`WireError::InvalidPayload`]). The heap used for a parsed
+//!   message is a small constant times the datagram size (`tests/parse_alloc.rs`).
+//! - Emitting is fallible: a count or length that does not fit its field is
+//!   [`WireError::Unencodable`], never a truncated field.
 use crate::id::Identity;
 use crate::ts::{TrafficSelector, TS_IPV4_ADDR_RANGE, TS_IPV6_ADDR_RANGE};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
