@@ -948,6 +948,11 @@ fn parse_sa(b: &[u8]) -> Result<Vec<Proposal>, WireError> {
             (2, true) => return Err(inv("missing proposal after 'more' flag")),
             _ => return Err(inv("bad proposal 'last substructure' value")),
         }
+        // 3.3.1: proposals are numbered 1, 2, ... in one octet, so at most 255 (the same limit
+        // emit_sa enforces: whatever parses can be emitted again).
+        if props.len() == usize::from(u8::MAX) {
+            return Err(inv("more than 255 proposals"));
+        }
         props.push(parse_proposal(p)?);
     }
     Ok(props)

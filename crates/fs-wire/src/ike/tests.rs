@@ -1173,3 +1173,25 @@ fn parse_header_checks_version_and_length_only() {
     );
     assert_eq!(Message::parse_header(&b[..27]), Err(WireError::Truncated));
 }
+
+#[test]
+fn sa_payload_with_more_than_255_proposals_is_rejected() {
+    // Proposals of 8 bytes (no transforms): 255 parse (and re-emit), 256 do not.
+    let sa = |n: usize| {
+        let mut b = Vec::new();
+        for i in 0..n {
+            let more = if i + 1 == n { 0 } else { 2 };
+            b.extend_from_slice(&[more, 0, 0, 8, (i % 255 + 1) as u8, 1, 0, 0]);
+        }
+        let mut p = vec![0, 0];
+        p.extend_from_slice(&((b.len() + 4) as u16).to_be_bytes());
+        p.extend_from_slice(&b);
+        parse_payloads(payload_type::SA, &p)
+    };
+    let ok = sa(255).unwrap();
+    assert!(emit_payloads(&ok).is_ok());
+    assert!(matches!(
+        sa(256).unwrap_err(),
+        WireError::InvalidPayload { ptype: 33, .. }
+    ));
+}
