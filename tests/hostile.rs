@@ -4,8 +4,9 @@
 //! namespace, hand-made unencrypted IKE messages whose count fields claim far more than the
 //! bytes carry are sent to gwB's UDP 500, and to UDP 4500 behind the non-ESP marker: the
 //! 8-byte Delete amplification (SPI size 0, Num of SPIs 65535) and the same shape in
-//! Delete-with-SPIs, TS, proposal/transform, CP and Notify payloads, each repeated to fill a
-//! ~1468-byte and a 64 KB datagram (IPv4 UDP maximum), under two headers:
+//! Delete-with-SPIs, TS, proposal/transform, CP and Notify payloads, plus valid but numerous
+//! empty Vendor ID payloads (~16,000 in 64 KB), each repeated to fill a ~1468-byte and a
+//! 64 KB datagram (IPv4 UDP maximum), under two headers:
 //! - an INFORMATIONAL request for an unknown IKE SPI (the pre-fix daemon parsed every
 //!   datagram before looking the SPI up; now it is dropped from the header alone),
 //! - an IKE_SA_INIT request (parsed in full, as it creates state).
@@ -36,6 +37,7 @@ const PT_NOTIFY: u8 = 41;
 const PT_DELETE: u8 = 42;
 const PT_TSI: u8 = 44;
 const PT_CP: u8 = 47;
+const PT_VENDOR: u8 = 43;
 
 /// (name, payload type, payload body): each claims a count its bytes do not back.
 fn shapes() -> Vec<(&'static str, u8, Vec<u8>)> {
@@ -58,6 +60,9 @@ fn shapes() -> Vec<(&'static str, u8, Vec<u8>)> {
         ("cp-attr-65535", PT_CP, vec![1, 0, 0, 0, 0, 1, 0xff, 0xff]),
         // Notify: ESP, SPI size 255, REKEY_SA, no SPI bytes.
         ("notify-spi-255", PT_NOTIFY, vec![3, 255, 0x40, 0x09]),
+        // Valid but numerous: empty Vendor ID payloads (4 bytes each, ~16,000 in 64 KB)
+        // parse, then the IKE_SA_INIT request lacks SA/KE/Nonce.
+        ("vendor-empty", PT_VENDOR, vec![]),
     ]
 }
 

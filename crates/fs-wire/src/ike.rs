@@ -9,8 +9,9 @@
 //! - Parsing allocates only what the bytes back: no count field (Num of SPIs, Number of TSs,
 //!   Number of Transforms, attribute or SPI lengths) sizes a vector beyond the elements the
 //!   payload can hold; a count that disagrees with the bytes is an error
-//!   ([`WireError::CountMismatch`] / [`WireError::InvalidPayload`]). The heap used for a parsed
-//!   message is a small constant times the datagram size (`tests/parse_alloc.rs`).
+//!   ([`WireError::CountMismatch`] / [`WireError::InvalidPayload`]), and a chain holds at most
+//!   [`MAX_PAYLOADS`]. The heap used for a parsed message is a small constant times the
+//!   datagram size (`tests/parse_alloc.rs`).
 //! - Emitting is fallible: a count or length that does not fit its field is
 //!   [`WireError::Unencodable`], never a truncated field.
 use crate::id::Identity;
@@ -242,6 +243,9 @@ pub enum WireError {
         count: usize,
         fits: usize,
     },
+    /// A payload chain longer than [`MAX_PAYLOADS`].
+    #[error("more than {max} payloads in one message")]
+    TooManyPayloads { max: usize },
     /// Emit: a value does not fit its wire field (`what`, e.g. "TS count"), so the payload
     /// or message cannot be encoded. Never truncated.
     #[error("cannot encode {what}: {value} exceeds the field maximum {max}")]
@@ -1128,14 +1132,25 @@ fn parse_ts(ptype: u8, b: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
 // ---------------------------------------------------------------------------------------------
 // Payload chains and messages
 
+/// Most payloads accepted in one chain (a message, or the contents of an SK payload or of a
+/// reassembled fragment set). Real messages carry a few dozen at most (strongSwan caps Notify,
+/// Delete and Vendor ID payloads at 20 each per message); without a cap, 64 KB of empty
+/// 4-byte payloads would cost ~16,000 decoded payloads (about 1 MiB and the CPU to walk them)
+/// per datagram.
+pub const MAX_PAYLOADS: usize = 128;
+
 /// Parse a chain of payloads starting with type `first` (e.g. decrypted SK contents).
-/// Rejects bad lengths and bytes after the last payload. An SK/SKF payload ends the chain
-/// (its Next Payload is the first inner type) and must end the buffer.
+/// Rejects bad lengths, bytes after the last payload, and chains of more than
+/// [`MAX_PAYLOADS`]. An SK/SKF payload ends the chain (its Next Payload is the first inner
+/// type) and must end the buffer.
 pub fn parse_payloads(first: u8, buf: &[u8]) -> Result<Vec<Payload>, WireError> {
     let mut out = Vec::new();
     let mut next = first;
     let mut at = 0usize;
     while next != payload_type::NONE {
+        if out.len() == MAX_PAYLOADS {
+            return Err(WireError::TooManyPayloads { max: MAX_PAYLOADS });
+        }
         let ptype = next;
         let hdr = buf
             .get(at..at + PAYLOAD_HEADER_LEN)

@@ -1,7 +1,10 @@
 //! Issue 9: parsing a datagram allocates in proportion to its bytes, whatever its count fields
 //! say. A counting allocator (per thread, so parallel tests do not disturb each other) records
 //! the peak of live heap bytes while `Message::parse` runs on hostile shapes.
-use fs_wire::ike::{exchange, flags, payload_type as pt, Header, Message, HEADER_LEN, IKE_VERSION};
+use fs_wire::ike::{
+    exchange, flags, payload_type as pt, Header, Message, WireError, HEADER_LEN, IKE_VERSION,
+    MAX_PAYLOADS,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -135,22 +138,35 @@ fn hostile_counts_allocate_in_proportion_to_the_bytes() {
 }
 
 #[test]
-fn many_small_valid_payloads_stay_proportional() {
-    // Valid but numerous: empty Delete(IKE) payloads and empty Vendor IDs fill a 64 KB datagram.
+fn many_small_payloads_stop_at_max_payloads() {
+    // Valid payloads, but ~16,000 of them in a 64 KB datagram: the chain is cut at
+    // MAX_PAYLOADS, so the decoded vector stays small (it was ~1.4 MB of heap).
+    for (ptype, body) in [(pt::DELETE, &[1u8, 0, 0, 0][..]), (pt::VENDOR, &[][..])] {
+        let b = hostile(ptype, body, 65_507);
+        let peak = parse_peak(&b);
+        println!("{ptype} x many: {} bytes -> peak {peak} bytes", b.len());
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            WireError::TooManyPayloads { max: MAX_PAYLOADS }
+        );
+        assert!(peak <= 32 * 1024, "{peak}");
+    }
+}
+
+#[test]
+fn large_valid_payloads_stay_proportional() {
+    // Delete(ESP) with 1023 SPIs per payload, 15 payloads: each 4-byte SPI becomes its own
+    // vector.
     let spis: Vec<u8> = [3u8, 4, 0x03, 0xff]
         .into_iter()
         .chain((0..1023u32).flat_map(u32::to_be_bytes))
         .collect();
-    for (ptype, body) in [
-        (pt::DELETE, &[1u8, 0, 0, 0][..]),
-        (pt::VENDOR, &[][..]),
-        // Delete(ESP) with 1023 SPIs per payload: each 4-byte SPI becomes its own vector.
-        (pt::DELETE, &spis[..]),
-    ] {
-        let b = hostile(ptype, body, 65_507);
-        let peak = parse_peak(&b);
-        println!("{ptype}: {} bytes -> peak {peak} bytes", b.len());
-        assert!(Message::parse(&b).is_ok());
-        assert!(peak <= bound(b.len()), "{peak}");
-    }
+    let b = hostile(pt::DELETE, &spis, 65_507);
+    let peak = parse_peak(&b);
+    println!(
+        "Delete 1023 SPIs x 15: {} bytes -> peak {peak} bytes",
+        b.len()
+    );
+    assert!(Message::parse(&b).is_ok());
+    assert!(peak <= bound(b.len()), "{peak}");
 }

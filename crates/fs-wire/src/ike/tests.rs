@@ -1195,3 +1195,20 @@ fn sa_payload_with_more_than_255_proposals_is_rejected() {
         WireError::InvalidPayload { ptype: 33, .. }
     ));
 }
+
+#[test]
+fn payload_chain_is_capped() {
+    // MAX_PAYLOADS empty Vendor IDs parse; one more is rejected.
+    let chain = |n: usize| {
+        let mut b = Vec::new();
+        for i in 0..n {
+            b.extend_from_slice(&[if i + 1 == n { 0 } else { payload_type::VENDOR }, 0, 0, 4]);
+        }
+        parse_payloads(payload_type::VENDOR, &b)
+    };
+    assert_eq!(chain(MAX_PAYLOADS).unwrap().len(), MAX_PAYLOADS);
+    assert_eq!(
+        chain(MAX_PAYLOADS + 1).unwrap_err(),
+        WireError::TooManyPayloads { max: MAX_PAYLOADS }
+    );
+}
