@@ -272,6 +272,9 @@ pub struct IkeStats {
     pub invalid_major_version_sent: u64,
     /// ... and those left unanswered by the rate limit ([`MAJOR_VERSION_ANSWERS_PER_SEC`]).
     pub invalid_major_version_suppressed: u64,
+    /// Messages of ours that could not be encoded (a count or length past its field width,
+    /// `fs_wire::ike::WireError::Unencodable`): logged and not sent, never truncated.
+    pub emit_failures: u64,
 }
 
 /// Traffic counters of one CHILD_SA as the data plane reports them (`note_child_counters`).
@@ -916,8 +919,14 @@ impl Endpoint {
             self.stats.dropped_source_port_zero += 1;
             return;
         }
-        let msg = match Message::parse(data) {
-            Ok(m) => m,
+        // Cheap checks first (issue 9): the fixed header (version and Length checked as in a
+        // full parse, counted as malformed) names the IKE SA, so a message for an SPI we do
+        // not hold, or with SPIs/flags that do not fit it, is dropped before any payload is
+        // parsed. Only well-formed IKE_SA_INIT request headers and messages for a
+        // known SA are parsed in full. COOKIE admission (cookie.rs) needs the parsed Ni, so it
+        // runs after the (bounded) parse.
+        let h = match Message::parse_header(data) {
+            Ok(h) => h,
             Err(WireError::UnsupportedVersion(v)) if v >> 4 > IKE_VERSION >> 4 => {
                 self.on_invalid_major_version(now, local, remote, data);
                 return;
@@ -928,35 +937,49 @@ impl Endpoint {
                 return;
             }
         };
-        let h = &msg.header;
         let from_initiator = h.flags & flags::INITIATOR != 0;
         let is_response = h.flags & flags::RESPONSE != 0;
-        if h.exchange == exchange::IKE_SA_INIT && !is_response {
-            if from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0 {
-                self.on_init_request(now, local, remote, data, &msg);
-            } else {
-                debug!(%remote, "dropping invalid IKE_SA_INIT request");
-                self.stats.dropped_malformed += 1;
-            }
+        let init_req = h.exchange == exchange::IKE_SA_INIT && !is_response;
+        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
+        if init_req && !(from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0) {
+            debug!(%remote, "dropping invalid IKE_SA_INIT request");
+            self.stats.dropped_malformed += 1;
             return;
         }
-        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
+        if !init_req {
+            let Some(sa) = self.sas.get(&our_spi) else {
+                debug!(%remote, "dropping message for unknown IKE SPI {our_spi:016x}");
+                self.stats.dropped_unknown_spi += 1;
+                return;
+            };
+            let init_resp =
+                h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
+            if sa.initiator == from_initiator
+                || sa.spi_i != h.spi_i
+                || (sa.spi_r != h.spi_r && !init_resp)
+            {
+                debug!(%remote, "dropping message with mismatched SPIs/flags");
+                self.stats.dropped_unknown_spi += 1;
+                return;
+            }
+        }
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(%remote, "dropping malformed IKE message: {e}");
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        let h = &msg.header;
+        if init_req {
+            self.on_init_request(now, local, remote, data, &msg);
+            return;
+        }
         let Some(mut sa) = self.sas.remove(&our_spi) else {
-            debug!(%remote, "dropping message for unknown IKE SPI {our_spi:016x}");
             self.stats.dropped_unknown_spi += 1;
             return;
         };
-        let init_resp =
-            h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
-        if sa.initiator == from_initiator
-            || sa.spi_i != h.spi_i
-            || (sa.spi_r != h.spi_r && !init_resp)
-        {
-            debug!(%remote, "dropping message with mismatched SPIs/flags");
-            self.stats.dropped_unknown_spi += 1;
-            self.sas.insert(our_spi, sa);
-            return;
-        }
         if h.exchange != exchange::IKE_SA_INIT
             && matches!(msg.payloads.last(), Some(Payload::Skf { .. }))
             && !self.on_fragment(&mut sa, now, data, &msg)
@@ -2188,10 +2211,28 @@ impl Endpoint {
         let keys = sa.keys.as_ref()?;
         let h = Self::header(sa, exch, mid, response);
         let out = sk::seal(&keys.tx, self.rng.as_mut(), &h, payloads);
-        if out.is_none() {
-            warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
+        self.sealed(sa, out)
+    }
+
+    /// Log and count a message that could not be built; `None` then (nothing is sent).
+    fn sealed<T>(&mut self, sa: &IkeSa, out: Result<T, sk::SealError>) -> Option<T> {
+        match out {
+            Ok(d) => Some(d),
+            Err(sk::SealError::Crypto) => {
+                warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
+                None
+            }
+            Err(sk::SealError::Encode(e)) => {
+                self.emit_failed(&sa.conn.name, &e);
+                None
+            }
         }
-        out
+    }
+
+    /// A message of ours cannot be encoded: log, count, send nothing.
+    fn emit_failed(&mut self, conn: &str, e: &fs_wire::ike::WireError) {
+        warn!("{conn}: message not sent, it cannot be encoded: {e}");
+        self.stats.emit_failures += 1;
     }
 
     /// Like `protect`, but split into SKF fragments when negotiated and the message exceeds
@@ -2209,10 +2250,7 @@ impl Endpoint {
         let max = (sa.frag.negotiated && sa.conn.fragmentation)
             .then(|| fragment::max_message_len(sa.conn.fragment_size, sa.local, sa.remote));
         let out = fragment::seal(&keys.tx, self.rng.as_mut(), &h, payloads, max);
-        if out.is_none() {
-            warn!("IKE_SA {}[{}]: encryption failed", sa.conn.name, sa.id);
-        }
-        out
+        self.sealed(sa, out)
     }
 
     /// Send every datagram of a (possibly fragmented) message.
@@ -2305,7 +2343,10 @@ impl Endpoint {
             header: h,
             payloads: vec![Payload::notify(ntype, data)],
         };
-        self.transmit(local, remote, m.emit());
+        match m.emit() {
+            Ok(d) => self.transmit(local, remote, d),
+            Err(e) => self.emit_failed("IKE_SA_INIT", &e),
+        }
     }
 
     /// A message with a major version above ours.
@@ -2364,7 +2405,10 @@ impl Endpoint {
             header: h,
             payloads: vec![Payload::notify(nt::INVALID_MAJOR_VERSION, Vec::new())],
         };
-        self.transmit(local, remote, m.emit());
+        match m.emit() {
+            Ok(d) => self.transmit(local, remote, d),
+            Err(e) => self.emit_failed("INVALID_MAJOR_VERSION", &e),
+        }
     }
 
     fn send_init(&mut self, sa: &mut IkeSa, now: Instant) {
@@ -2412,11 +2456,18 @@ impl Endpoint {
             payloads.push(udp_pref_notify());
         }
         let h = Self::header(sa, exchange::IKE_SA_INIT, 0, false);
-        let data = Message {
+        let data = match (Message {
             header: h,
             payloads,
-        }
-        .emit();
+        })
+        .emit()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.emit_failed(&sa.conn.name, &e);
+                return;
+            }
+        };
         sa.init_req = data.clone();
         self.start_pending(sa, now, 0, exchange::IKE_SA_INIT, vec![data], ReqKind::Init);
     }
@@ -2772,11 +2823,18 @@ impl Endpoint {
             message_id: 0,
             length: 0,
         };
-        let resp = Message {
+        let resp = match (Message {
             header: rh,
             payloads,
-        }
-        .emit();
+        })
+        .emit()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.emit_failed(&conn.name, &e);
+                return;
+            }
+        };
         self.transmit(local, remote, resp.clone());
         debug!(
             "IKE_SA {}[{id}] responding to {remote} with {:?}",
@@ -3543,14 +3601,14 @@ impl Endpoint {
             } else {
                 cfg.remote_ts.clone()
             };
-            let l = proposals::narrow(&lc, tsr);
-            let r = proposals::narrow(&rc, tsi);
+            let (l, l_capped) = proposals::narrow(&lc, tsr);
+            let (r, r_capped) = proposals::narrow(&rc, tsi);
             if !l.is_empty() && !r.is_empty() {
-                chosen = Some((cfg.clone(), l, r));
+                chosen = Some((cfg.clone(), l, r, l_capped || r_capped));
                 break;
             }
         }
-        let Some((cfg, l, r)) = chosen else {
+        let Some((cfg, l, r, capped)) = chosen else {
             info!(
                 "IKE_SA {}[{}]: traffic selectors {} === {} unacceptable",
                 sa.conn.name,
@@ -3635,6 +3693,18 @@ impl Endpoint {
                 group: k.group().transform_id(),
                 data: k.public_key().to_vec(),
             });
+        }
+        if capped {
+            // proposals::narrow: more intersections than one TS payload holds.
+            info!(
+                "IKE_SA {}[{}]: narrowed to {} === {} ({} selectors at most per side)",
+                sa.conn.name,
+                sa.id,
+                ts_list(&l),
+                ts_list(&r),
+                proposals::MAX_TS
+            );
+            pl.push(Payload::notify(nt::ADDITIONAL_TS_POSSIBLE, Vec::new()));
         }
         pl.push(Payload::TsI(r.clone()));
         pl.push(Payload::TsR(l.clone()));

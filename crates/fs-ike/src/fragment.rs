@@ -14,7 +14,7 @@
 //!   incomplete sets expire ([`REASSEMBLY_TIMEOUT`]). The reassembled payload chain is then
 //!   processed exactly like the contents of an SK payload (`Endpoint::open` hands it out).
 use crate::endpoint::IkeStats;
-use crate::sk::{self, OpenError};
+use crate::sk::{self, OpenError, SealError};
 use fs_crypto::{Rng, Transform};
 use fs_wire::ike::{
     emit_payloads, parse_payloads, payload_type, skf_message_prefix, Header, Message, Payload,
@@ -55,19 +55,19 @@ pub(crate) fn max_message_len(
 }
 
 /// Seal `payloads` as one SK message, or, if that is longer than `max_len` (`Some` only when
-/// fragmentation was negotiated), as SKF fragments 1..=N (RFC 7383 2.5). `None` if encryption
-/// failed.
+/// fragmentation was negotiated), as SKF fragments 1..=N (RFC 7383 2.5). Fails if the
+/// payloads cannot be encoded or encryption failed.
 pub(crate) fn seal(
     cipher: &Transform,
     rng: &mut dyn Rng,
     header: &Header,
     payloads: &[Payload],
     max_len: Option<usize>,
-) -> Option<Vec<Vec<u8>>> {
+) -> Result<Vec<Vec<u8>>, SealError> {
     let (first, inner) = if payloads.is_empty() {
         (payload_type::NONE, Vec::new())
     } else {
-        emit_payloads(payloads)
+        emit_payloads(payloads)?
     };
     let whole = HEADER_LEN + 4 + sk::body_len(cipher, inner.len());
     let content = max_len.and_then(|m| fragment_content_len(cipher, m));
@@ -75,16 +75,21 @@ pub(crate) fn seal(
         let one = sk::seal_inner(cipher, rng, &inner, |body_len| {
             fs_wire::ike::sk_message_prefix(header, first, body_len)
         })?;
-        return Some(vec![one]);
+        return Ok(vec![one]);
     };
-    let Ok(total) = u16::try_from(inner.len().div_ceil(content)) else {
+    let count = inner.len().div_ceil(content);
+    let Ok(total) = u16::try_from(count) else {
         // Over 65535 fragments cannot be expressed; the message is far beyond any UDP size.
-        return None;
+        return Err(SealError::Encode(fs_wire::ike::WireError::Unencodable {
+            what: "Total Fragments",
+            value: count,
+            max: usize::from(u16::MAX),
+        }));
     };
     let mut out = Vec::with_capacity(usize::from(total));
     for (i, piece) in inner.chunks(content).enumerate() {
         // i < total <= u16::MAX, so the fragment number fits.
-        let number = u16::try_from(i + 1).ok()?;
+        let number = u16::try_from(i + 1).unwrap_or(u16::MAX);
         // 2.5: Next Payload is the first inner payload type in fragment 1, 0 in the others.
         let next = if number == 1 {
             first
@@ -100,7 +105,7 @@ pub(crate) fn seal(
         "fragmented message {} ({whole} bytes) into {total} SKF fragments",
         header.message_id
     );
-    Some(out)
+    Ok(out)
 }
 
 /// Payload-chain bytes that fit into one fragment of at most `max_len` bytes: the IKE header,
@@ -144,8 +149,9 @@ struct Reassembly {
     total: u16,
     /// Next Payload of fragment 1 (the first inner payload type).
     first_inner: u8,
-    /// Decrypted contents by fragment number - 1.
-    parts: Vec<Option<Vec<u8>>>,
+    /// Decrypted contents of the fragments received so far, by fragment number (sorted,
+    /// distinct). Grows with verified fragments only: Total Fragments sizes nothing.
+    parts: Vec<(u16, Vec<u8>)>,
     bytes: usize,
     started: Instant,
 }
@@ -161,6 +167,13 @@ pub(crate) struct FragState {
     sets: Vec<Reassembly>,
     /// A completed message: (response?, message ID, payloads).
     done: Option<(bool, u32, Vec<Payload>)>,
+}
+
+impl Reassembly {
+    /// Fragment `number` is stored.
+    fn has(&self, number: u16) -> bool {
+        self.parts.binary_search_by_key(&number, |p| p.0).is_ok()
+    }
 }
 
 impl FragState {
@@ -266,11 +279,7 @@ impl FragState {
                 // 2.6.1: a lower Total Fragments is from an older fragmentation: ignore.
                 return drop(stats, "stale fragmentation");
             }
-            let have = s
-                .parts
-                .get(usize::from(number) - 1)
-                .is_some_and(Option::is_some);
-            if total == s.total && have {
+            if total == s.total && s.has(number) {
                 return drop(stats, "duplicate");
             }
         }
@@ -306,12 +315,12 @@ impl FragState {
                     // 2.6: a higher Total Fragments (the sender re-fragmented, e.g. with a
                     // smaller size): discard what we have and start over.
                     let old = self.sets.remove(i);
-                    stats.fragment_drops += old.parts.iter().flatten().count() as u64;
+                    stats.fragment_drops += old.parts.len() as u64;
                     debug!("IKE fragment set of message {mid} restarted ({total} fragments)");
                 }
                 // A newer message replaces an older incomplete one in the same direction.
                 for s in self.sets.iter().filter(|s| s.response == response) {
-                    stats.fragment_drops += s.parts.iter().flatten().count() as u64;
+                    stats.fragment_drops += s.parts.len() as u64;
                 }
                 self.sets.retain(|s| s.response != response);
                 self.sets.push(Reassembly {
@@ -319,7 +328,7 @@ impl FragState {
                     msg_id: mid,
                     total,
                     first_inner: payload_type::NONE,
-                    parts: vec![None; usize::from(total)],
+                    parts: Vec::new(),
                     bytes: 0,
                     started: now,
                 });
@@ -331,23 +340,25 @@ impl FragState {
         };
         if set.bytes + plain.len() > MAX_REASSEMBLED {
             let old = self.sets.remove(idx);
-            stats.fragment_drops += old.parts.iter().flatten().count() as u64 + 1;
+            stats.fragment_drops += old.parts.len() as u64 + 1;
             debug!("IKE fragment set of message {mid} exceeds {MAX_REASSEMBLED} bytes: dropped");
             return Verdict::Wait;
         }
         if number == 1 {
             set.first_inner = *first_inner;
         }
-        set.bytes += plain.len();
-        if let Some(slot) = set.parts.get_mut(usize::from(number) - 1) {
-            *slot = Some(plain);
+        if let Err(at) = set.parts.binary_search_by_key(&number, |p| p.0) {
+            set.bytes += plain.len();
+            set.parts.insert(at, (number, plain));
         }
-        if set.parts.iter().any(Option::is_none) {
+        // Distinct numbers in 1..=total: complete when there are `total` of them.
+        if set.parts.len() < usize::from(set.total) {
             return Verdict::Wait;
         }
         let set = self.sets.remove(idx);
+        // `bytes` is capped at MAX_REASSEMBLED and backed by decrypted fragments.
         let mut chain = Vec::with_capacity(set.bytes);
-        for p in set.parts.into_iter().flatten() {
+        for (_, p) in set.parts {
             chain.extend_from_slice(&p);
         }
         match parse_payloads(set.first_inner, &chain) {
@@ -377,7 +388,7 @@ impl FragState {
         self.sets.retain(|s| {
             let keep = now.saturating_duration_since(s.started) < REASSEMBLY_TIMEOUT;
             if !keep {
-                stats.fragment_drops += s.parts.iter().flatten().count() as u64;
+                stats.fragment_drops += s.parts.len() as u64;
             }
             keep
         });

@@ -356,19 +356,44 @@ pub(crate) fn our_groups(ours: &[IkeProposal]) -> Vec<DhGroup> {
     v
 }
 
-/// Narrowing (RFC 7296 2.9): the intersections of the peer's selectors with ours.
-pub(crate) fn narrow(ours: &[TrafficSelector], theirs: &[TrafficSelector]) -> Vec<TrafficSelector> {
+/// Most traffic selectors one TS payload can carry: its Number of TSs field is one octet
+/// (RFC 7296 3.13).
+pub(crate) const MAX_TS: usize = u8::MAX as usize;
+
+/// Narrowing (RFC 7296 2.9): the distinct intersections of the peer's selectors with ours, in
+/// the peer's order, at most [`MAX_TS`]. The flag is true when more intersections existed.
+///
+/// Choice for an oversized result (issue 9): narrow to what fits rather than answer
+/// TS_UNACCEPTABLE. The first [`MAX_TS`] intersections are a subset of both policies, which
+/// 2.9 allows, so the CHILD_SA still comes up; the caller then adds
+/// N(ADDITIONAL_TS_POSSIBLE) (3.10.1: "the responder has narrowed the proposed Traffic
+/// Selectors but that other Traffic Selectors would also have been acceptable, though only in
+/// a separate SA"). The peer's first selector (the triggering packet, 2.9) stays first.
+///
+//= https://www.rfc-editor.org/rfc/rfc7296#section-2.9
+//# To enable the responder to choose the appropriate range in this case,
+//# if the initiator has requested the SA due to a data packet, the
+//# initiator SHOULD include as the first Traffic Selector in each of TSi
+//# and TSr a very specific Traffic Selector including the addresses in
+//# the packet triggering the request.
+pub(crate) fn narrow(
+    ours: &[TrafficSelector],
+    theirs: &[TrafficSelector],
+) -> (Vec<TrafficSelector>, bool) {
     let mut out: Vec<TrafficSelector> = Vec::new();
     for t in theirs {
         for o in ours {
             if let Some(x) = o.intersect(t) {
                 if !out.contains(&x) {
+                    if out.len() == MAX_TS {
+                        return (out, true);
+                    }
                     out.push(x);
                 }
             }
         }
     }
-    out
+    (out, false)
 }
 
 /// True if every selector of `resp` lies within one of `ours` (initiator check of narrowing).

@@ -2,6 +2,7 @@
 use fs_crypto::{Rng, Transform};
 use fs_wire::ike::{
     emit_payloads, parse_payloads, payload_type, sk_message_prefix, Header, Message, Payload,
+    WireError,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,6 +15,22 @@ pub(crate) enum OpenError {
     Integrity,
 }
 
+/// Why a protected message could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SealError {
+    /// The payloads cannot be encoded (a count or length past its field width): nothing is
+    /// sent rather than a truncated field.
+    Encode(WireError),
+    /// The cipher failed.
+    Crypto,
+}
+
+impl From<WireError> for SealError {
+    fn from(e: WireError) -> Self {
+        SealError::Encode(e)
+    }
+}
+
 /// Build a whole protected message:
 /// `[IKE header | SK header | IV | inner payloads | padding | pad length | ICV]`.
 pub(crate) fn seal(
@@ -21,11 +38,11 @@ pub(crate) fn seal(
     rng: &mut dyn Rng,
     header: &Header,
     payloads: &[Payload],
-) -> Option<Vec<u8>> {
+) -> Result<Vec<u8>, SealError> {
     let (first, inner) = if payloads.is_empty() {
         (payload_type::NONE, Vec::new())
     } else {
-        emit_payloads(payloads)
+        emit_payloads(payloads)?
     };
     seal_inner(cipher, rng, &inner, |body_len| {
         sk_message_prefix(header, first, body_len)
@@ -46,23 +63,31 @@ pub(crate) fn seal_inner(
     cipher: &Transform,
     rng: &mut dyn Rng,
     inner: &[u8],
-    prefix: impl FnOnce(usize) -> Vec<u8>,
-) -> Option<Vec<u8>> {
+    prefix: impl FnOnce(usize) -> Result<Vec<u8>, WireError>,
+) -> Result<Vec<u8>, SealError> {
     let block = cipher.block_len().max(1);
     let pad = (block - (inner.len() + 1) % block) % block;
     let (iv_len, icv_len) = (cipher.iv_len(), cipher.icv_len());
-    let mut buf = prefix(body_len(cipher, inner.len()));
+    let mut buf = prefix(body_len(cipher, inner.len()))?;
     let aad_len = buf.len();
     let mut iv = vec![0u8; iv_len];
     rng.fill(&mut iv);
     buf.extend_from_slice(&iv);
     buf.extend_from_slice(inner);
     buf.resize(buf.len() + pad, 0);
-    // The pad length fits: pad < block <= 16.
-    buf.push(pad as u8);
+    // RFC 7296 3.14: Pad Length is one octet (pad < block <= 16 for our ciphers).
+    buf.push(u8::try_from(pad).map_err(|_| {
+        SealError::Encode(WireError::Unencodable {
+            what: "SK Pad Length",
+            value: pad,
+            max: usize::from(u8::MAX),
+        })
+    })?);
     buf.resize(buf.len() + icv_len, 0);
-    cipher.seal(&mut buf, aad_len, None).ok()?;
-    Some(buf)
+    cipher
+        .seal(&mut buf, aad_len, None)
+        .map_err(|_| SealError::Crypto)?;
+    Ok(buf)
 }
 
 /// Verify and decrypt the SK payload of `msg` (parsed from `data`) and decode its payloads.

@@ -1,8 +1,19 @@
 //! IKEv2 message header and payloads (RFC 7296 section 3, RFC 7383 fragments).
 //!
 //! [`Message::parse`] / [`Message::emit`] convert whole datagrams; [`parse_payloads`] /
-//! [`emit_payloads`] handle payload chains (the decrypted contents of an SK payload).
-//! Parsing never panics: malformed input yields a [`WireError`].
+//! [`emit_payloads`] handle payload chains (the decrypted contents of an SK payload);
+//! [`Message::parse_header`] checks only the fixed header (to route by SPI before parsing).
+//!
+//! Contract:
+//! - Parsing never panics: malformed input yields a [`WireError`].
+//! - Parsing allocates only what the bytes back: no count field (Num of SPIs, Number of TSs,
+//!   Number of Transforms, attribute or SPI lengths) sizes a vector beyond the elements the
+//!   payload can hold; a count that disagrees with the bytes is an error
+//!   ([`WireError::CountMismatch`] / [`WireError::InvalidPayload`]), and a chain holds at most
+//!   [`MAX_PAYLOADS`]. The heap used for a parsed message is a small constant times the
+//!   datagram size (`tests/parse_alloc.rs`).
+//! - Emitting is fallible: a count or length that does not fit its field is
+//!   [`WireError::Unencodable`], never a truncated field.
 use crate::id::Identity;
 use crate::ts::{TrafficSelector, TS_IPV4_ADDR_RANGE, TS_IPV6_ADDR_RANGE};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -222,6 +233,27 @@ pub enum WireError {
     /// A payload body is malformed.
     #[error("invalid payload type {ptype}: {reason}")]
     InvalidPayload { ptype: u8, reason: &'static str },
+    /// A count field of payload type `ptype` claims `count` elements where the bytes carry
+    /// (at most) `fits`: the count never sizes an allocation.
+    #[error(
+        "payload type {ptype}: count {count} does not match the {fits} elements the bytes carry"
+    )]
+    CountMismatch {
+        ptype: u8,
+        count: usize,
+        fits: usize,
+    },
+    /// A payload chain longer than [`MAX_PAYLOADS`].
+    #[error("more than {max} payloads in one message")]
+    TooManyPayloads { max: usize },
+    /// Emit: a value does not fit its wire field (`what`, e.g. "TS count"), so the payload
+    /// or message cannot be encoded. Never truncated.
+    #[error("cannot encode {what}: {value} exceeds the field maximum {max}")]
+    Unencodable {
+        what: &'static str,
+        value: usize,
+        max: usize,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,16 +282,66 @@ fn u8at(b: &[u8], at: usize) -> Option<u8> {
     b.get(at).copied()
 }
 
-/// Write a big-endian u16 length; callers keep lengths in range (debug-checked).
-fn len16(n: usize) -> [u8; 2] {
-    debug_assert!(n <= u16::MAX as usize, "length {n} does not fit 16 bits");
-    (n as u16).to_be_bytes()
+/// Emit buffer. Every field is written (a count or length that does not fit its field is
+/// written as 0, never truncated), and the first such value is remembered: [`Emitter::finish`]
+/// then fails with [`WireError::Unencodable`], so nothing half-encoded leaves the codec while
+/// lengths computed from the buffer stay exact.
+#[derive(Default)]
+struct Emitter {
+    o: Vec<u8>,
+    err: Option<WireError>,
 }
 
-/// An 8-bit size/count field; callers keep values in range (debug-checked).
-fn len8(n: usize) -> u8 {
-    debug_assert!(n <= u8::MAX as usize, "count {n} does not fit 8 bits");
-    n as u8
+impl Emitter {
+    fn put(&mut self, b: &[u8]) {
+        self.o.extend_from_slice(b);
+    }
+
+    fn fail(&mut self, what: &'static str, value: usize, max: usize) {
+        self.err
+            .get_or_insert(WireError::Unencodable { what, value, max });
+    }
+
+    /// An 8-bit count/size field.
+    fn u8_field(&mut self, n: usize, what: &'static str) {
+        let v = u8::try_from(n).unwrap_or_else(|_| {
+            self.fail(what, n, usize::from(u8::MAX));
+            0
+        });
+        self.o.push(v);
+    }
+
+    /// A 16-bit big-endian count/length field.
+    fn u16_field(&mut self, n: usize, what: &'static str) {
+        let v = u16::try_from(n).unwrap_or_else(|_| {
+            self.fail(what, n, usize::from(u16::MAX));
+            0
+        });
+        self.put(&v.to_be_bytes());
+    }
+
+    /// Fill the 16-bit length at `start + 2` with the bytes written since `start` (the
+    /// generic payload header, proposal and transform substructures).
+    fn patch_len16(&mut self, start: usize, what: &'static str) {
+        let n = self.o.len().saturating_sub(start);
+        let v = u16::try_from(n).unwrap_or_else(|_| {
+            self.fail(what, n, usize::from(u16::MAX));
+            0
+        });
+        if let Some(f) = start
+            .checked_add(2)
+            .and_then(|a| self.o.get_mut(a..a.checked_add(2)?))
+        {
+            f.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, WireError> {
+        match self.err {
+            Some(e) => Err(e),
+            None => Ok(self.o),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,13 +441,12 @@ impl Header {
         })
     }
 
-    /// Write the header as is into the first 28 bytes of `out`; does nothing if `out` is
-    /// shorter (debug builds assert).
-    pub fn emit(&self, out: &mut [u8]) {
-        debug_assert!(out.len() >= HEADER_LEN);
-        if let Some(o) = out.get_mut(..HEADER_LEN) {
-            o.copy_from_slice(&self.to_bytes());
-        }
+    /// Write the header as is into the first 28 bytes of `out`; [`WireError::Truncated`]
+    /// (and nothing written) if `out` is shorter.
+    pub fn emit(&self, out: &mut [u8]) -> Result<(), WireError> {
+        let o = out.get_mut(..HEADER_LEN).ok_or(WireError::Truncated)?;
+        o.copy_from_slice(&self.to_bytes());
+        Ok(())
     }
 
     /// The header as 28 bytes.
@@ -580,70 +661,81 @@ impl Payload {
         matches!(self, Payload::Sk { .. } | Payload::Skf { .. })
     }
 
-    /// Bytes this payload occupies on the wire, generic header included.
+    /// Bytes this payload occupies on the wire, generic header included (also for a payload
+    /// that cannot be encoded: field values do not change the layout).
     pub fn buffer_len(&self) -> usize {
-        PAYLOAD_HEADER_LEN + self.body_bytes().len()
+        let mut w = Emitter::default();
+        self.emit_body(&mut w);
+        PAYLOAD_HEADER_LEN + w.o.len()
     }
 
-    /// The payload body (after the generic header) as emitted.
-    pub fn body_bytes(&self) -> Vec<u8> {
-        let mut o = Vec::new();
-        self.emit_body(&mut o);
-        o
+    /// The payload body (after the generic header) as emitted, or
+    /// [`WireError::Unencodable`] if a count or length does not fit its field.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, WireError> {
+        let mut w = Emitter::default();
+        self.emit_body(&mut w);
+        w.finish()
     }
 
-    fn emit_body(&self, o: &mut Vec<u8>) {
+    fn emit_body(&self, w: &mut Emitter) {
         match self {
-            Payload::Sa(props) => emit_sa(props, o),
+            Payload::Sa(props) => emit_sa(props, w),
             Payload::Ke { group, data } => {
-                o.extend_from_slice(&group.to_be_bytes());
-                o.extend_from_slice(&[0, 0]);
-                o.extend_from_slice(data);
+                w.put(&group.to_be_bytes());
+                w.put(&[0, 0]);
+                w.put(data);
             }
-            Payload::IdI(id) | Payload::IdR(id) => o.extend_from_slice(&id.body()),
+            Payload::IdI(id) | Payload::IdR(id) => {
+                w.put(&[id.id_type, 0, 0, 0]);
+                w.put(&id.data);
+            }
             Payload::Cert { encoding, data } | Payload::CertReq { encoding, data } => {
-                o.push(*encoding);
-                o.extend_from_slice(data);
+                w.put(&[*encoding]);
+                w.put(data);
             }
             Payload::Auth { method, data } => {
-                o.extend_from_slice(&[*method, 0, 0, 0]);
-                o.extend_from_slice(data);
+                w.put(&[*method, 0, 0, 0]);
+                w.put(data);
             }
-            Payload::Nonce(d) | Payload::Vendor(d) | Payload::Eap(d) => o.extend_from_slice(d),
+            Payload::Nonce(d) | Payload::Vendor(d) | Payload::Eap(d) => w.put(d),
             Payload::Notify(n) => {
-                o.push(n.protocol);
-                o.push(len8(n.spi.len()));
-                o.extend_from_slice(&n.ntype.to_be_bytes());
-                o.extend_from_slice(&n.spi);
-                o.extend_from_slice(&n.data);
+                w.put(&[n.protocol]);
+                w.u8_field(n.spi.len(), "Notify SPI size");
+                w.put(&n.ntype.to_be_bytes());
+                w.put(&n.spi);
+                w.put(&n.data);
             }
             Payload::Delete(d) => {
-                o.push(d.protocol);
-                o.push(d.spi_size);
-                o.extend_from_slice(&len16(d.spis.len()));
+                w.put(&[d.protocol, d.spi_size]);
+                w.u16_field(d.spis.len(), "Delete number of SPIs");
                 for s in &d.spis {
-                    o.extend_from_slice(s);
+                    // 3.11: the SPI field length is SPI Size x Num of SPIs; an SPI of another
+                    // length would desynchronise the receiver.
+                    if s.len() != usize::from(d.spi_size) {
+                        w.fail("Delete SPI length", s.len(), usize::from(d.spi_size));
+                    }
+                    w.put(s);
                 }
             }
-            Payload::TsI(ts) | Payload::TsR(ts) => emit_ts(ts, o),
+            Payload::TsI(ts) | Payload::TsR(ts) => emit_ts(ts, w),
             Payload::Cp { cfg_type, attrs } => {
-                o.extend_from_slice(&[*cfg_type, 0, 0, 0]);
+                w.put(&[*cfg_type, 0, 0, 0]);
                 for a in attrs {
-                    o.extend_from_slice(&(a.atype & 0x7fff).to_be_bytes());
-                    o.extend_from_slice(&len16(a.value.len()));
-                    o.extend_from_slice(&a.value);
+                    w.put(&(a.atype & 0x7fff).to_be_bytes());
+                    w.u16_field(a.value.len(), "CP attribute length");
+                    w.put(&a.value);
                 }
             }
-            Payload::Sk { body, .. } | Payload::Unknown { body, .. } => o.extend_from_slice(body),
+            Payload::Sk { body, .. } | Payload::Unknown { body, .. } => w.put(body),
             Payload::Skf {
                 fragment_number,
                 total_fragments,
                 body,
                 ..
             } => {
-                o.extend_from_slice(&fragment_number.to_be_bytes());
-                o.extend_from_slice(&total_fragments.to_be_bytes());
-                o.extend_from_slice(body);
+                w.put(&fragment_number.to_be_bytes());
+                w.put(&total_fragments.to_be_bytes());
+                w.put(body);
             }
         }
     }
@@ -704,15 +796,46 @@ impl Payload {
                 let spi_size = u8at(b, 1).ok_or(inv("too short"))?;
                 let n = usize::from(be16(b, 2).ok_or(inv("too short"))?);
                 let body = b.get(4..).ok_or(inv("too short"))?;
-                if body.len() != n * usize::from(spi_size) {
-                    return Err(inv("SPI count/size does not match length"));
+                //= https://www.rfc-editor.org/rfc/rfc7296#section-3.11
+                //# SPI Size (1 octet) - Length in octets of the SPI as defined by the
+                //# protocol ID.  It MUST be zero for IKE (SPI is in message header)
+                //# or four for AH and ESP.
+                //
+                //= https://www.rfc-editor.org/rfc/rfc7296#section-3.11
+                //# Deletion of the IKE SA is indicated by a protocol ID of 1 (IKE) but
+                //# no SPIs.
+                //
+                // SPI Size 0 carries no SPIs, so a nonzero count cannot be backed by bytes:
+                // reject it instead of materialising `n` empty SPIs (an 8-byte payload with
+                // count 65535 would otherwise allocate 1.5 MiB).
+                if spi_size != 0 && spi_size != 4 {
+                    return Err(inv("SPI size must be 0 (IKE) or 4 (AH, ESP)"));
                 }
-                let spis = if spi_size == 0 {
-                    vec![Vec::new(); n]
+                if spi_size == 0 && n != 0 {
+                    return Err(WireError::CountMismatch {
+                        ptype,
+                        count: n,
+                        fits: 0,
+                    });
+                }
+                //= https://www.rfc-editor.org/rfc/rfc7296#section-3.11
+                //# Security Parameter Index(es) (variable length) - Identifies the
+                //# specific Security Association(s) to delete.  The length of this field
+                //# is determined by the SPI Size and Num of SPIs fields.
+                let size = usize::from(spi_size);
+                let fits = body.len().checked_div(size).unwrap_or(0);
+                if n.checked_mul(size) != Some(body.len()) {
+                    return Err(WireError::CountMismatch {
+                        ptype,
+                        count: n,
+                        fits,
+                    });
+                }
+                // n * size == body.len(): the vector holds exactly the SPIs the bytes carry.
+                let spis = if size == 0 {
+                    Vec::new()
                 } else {
-                    body.chunks_exact(usize::from(spi_size))
-                        .map(<[u8]>::to_vec)
-                        .collect()
+                    body.chunks_exact(size).map(<[u8]>::to_vec).collect()
                 };
                 Payload::Delete(Delete {
                     protocol,
@@ -772,29 +895,37 @@ impl Payload {
 // ---------------------------------------------------------------------------------------------
 // SA payload
 
-fn emit_sa(props: &[Proposal], o: &mut Vec<u8>) {
+fn emit_sa(props: &[Proposal], w: &mut Emitter) {
+    //= https://www.rfc-editor.org/rfc/rfc7296#section-3.3.1
+    //# When a proposal is made, the first
+    //# proposal in an SA payload MUST be 1, and subsequent proposals MUST
+    //# be one more than the previous proposal (indicating an OR of the two
+    //# proposals).
+    //
+    // Proposal Num is one octet: more than 255 proposals cannot be numbered.
+    if props.len() > usize::from(u8::MAX) {
+        w.fail("SA proposal count", props.len(), usize::from(u8::MAX));
+    }
     for (pi, p) in props.iter().enumerate() {
-        let start = o.len();
+        let start = w.o.len();
         let last = if pi + 1 == props.len() { 0 } else { 2 };
-        o.extend_from_slice(&[last, 0, 0, 0, p.num, p.protocol, len8(p.spi.len())]);
-        o.push(len8(p.transforms.len()));
-        o.extend_from_slice(&p.spi);
+        w.put(&[last, 0, 0, 0, p.num, p.protocol]);
+        w.u8_field(p.spi.len(), "proposal SPI size");
+        w.u8_field(p.transforms.len(), "proposal number of transforms");
+        w.put(&p.spi);
         for (ti, t) in p.transforms.iter().enumerate() {
             let last = if ti + 1 == p.transforms.len() { 0 } else { 3 };
-            let len = if t.key_len.is_some() { 12 } else { 8 };
-            o.extend_from_slice(&[last, 0]);
-            o.extend_from_slice(&len16(len));
-            o.extend_from_slice(&[t.ttype, 0]);
-            o.extend_from_slice(&t.id.to_be_bytes());
+            let len: u16 = if t.key_len.is_some() { 12 } else { 8 };
+            w.put(&[last, 0]);
+            w.put(&len.to_be_bytes());
+            w.put(&[t.ttype, 0]);
+            w.put(&t.id.to_be_bytes());
             if let Some(k) = t.key_len {
-                o.extend_from_slice(&(0x8000 | transform_attr::KEY_LENGTH).to_be_bytes());
-                o.extend_from_slice(&k.to_be_bytes());
+                w.put(&(0x8000 | transform_attr::KEY_LENGTH).to_be_bytes());
+                w.put(&k.to_be_bytes());
             }
         }
-        let plen = len16(o.len() - start);
-        if let Some(f) = o.get_mut(start + 2..start + 4) {
-            f.copy_from_slice(&plen);
-        }
+        w.patch_len16(start, "proposal length");
     }
 }
 
@@ -821,6 +952,11 @@ fn parse_sa(b: &[u8]) -> Result<Vec<Proposal>, WireError> {
             (2, true) => return Err(inv("missing proposal after 'more' flag")),
             _ => return Err(inv("bad proposal 'last substructure' value")),
         }
+        // 3.3.1: proposals are numbered 1, 2, ... in one octet, so at most 255 (the same limit
+        // emit_sa enforces: whatever parses can be emitted again).
+        if props.len() == usize::from(u8::MAX) {
+            return Err(inv("more than 255 proposals"));
+        }
         props.push(parse_proposal(p)?);
     }
     Ok(props)
@@ -839,8 +975,11 @@ fn parse_proposal(p: &[u8]) -> Result<Proposal, WireError> {
         .get(8..8 + spi_size)
         .ok_or(inv("SPI runs past proposal"))?
         .to_vec();
-    let mut transforms = Vec::with_capacity(ntrans);
     let mut at = 8 + spi_size;
+    // Each transform takes at least 8 bytes: the count sizes nothing beyond what the bytes
+    // can hold (a wrong count is rejected below, after the transforms are walked).
+    let fits = p.len().saturating_sub(at) / 8;
+    let mut transforms = Vec::with_capacity(ntrans.min(fits));
     while at < p.len() {
         let last = u8at(p, at).ok_or(inv("truncated transform"))?;
         let tlen = usize::from(be16(p, at + 2).ok_or(inv("truncated transform"))?);
@@ -903,22 +1042,26 @@ fn parse_transform(t: &[u8]) -> Result<Transform, WireError> {
 // ---------------------------------------------------------------------------------------------
 // Traffic selector payloads
 
-fn emit_ts(ts: &[TrafficSelector], o: &mut Vec<u8>) {
-    o.extend_from_slice(&[len8(ts.len()), 0, 0, 0]);
+fn emit_ts(ts: &[TrafficSelector], w: &mut Emitter) {
+    //= https://www.rfc-editor.org/rfc/rfc7296#section-3.13
+    //# Number of TSs (1 octet) - Number of Traffic Selectors being
+    //# provided.
+    w.u8_field(ts.len(), "TS count");
+    w.put(&[0, 0, 0]);
     for t in ts {
         let v6 = t.is_v6();
-        o.push(t.ts_type());
-        o.push(t.protocol);
-        o.extend_from_slice(&len16(if v6 { 40 } else { 16 }));
-        o.extend_from_slice(&t.start_port.to_be_bytes());
-        o.extend_from_slice(&t.end_port.to_be_bytes());
+        let len: u16 = if v6 { 40 } else { 16 };
+        w.put(&[t.ts_type(), t.protocol]);
+        w.put(&len.to_be_bytes());
+        w.put(&t.start_port.to_be_bytes());
+        w.put(&t.end_port.to_be_bytes());
         for a in [t.start, t.end] {
             match a {
-                IpAddr::V4(a) if !v6 => o.extend_from_slice(&a.octets()),
-                IpAddr::V6(a) if v6 => o.extend_from_slice(&a.octets()),
+                IpAddr::V4(a) if !v6 => w.put(&a.octets()),
+                IpAddr::V6(a) if v6 => w.put(&a.octets()),
                 // Mixed families are invalid; keep the layout of the selector's family.
-                IpAddr::V4(a) => o.extend_from_slice(&a.to_ipv6_mapped().octets()),
-                IpAddr::V6(_) => o.extend_from_slice(&[0; 4]),
+                IpAddr::V4(a) => w.put(&a.to_ipv6_mapped().octets()),
+                IpAddr::V6(_) => w.put(&[0; 4]),
             }
         }
     }
@@ -930,7 +1073,14 @@ fn parse_ts(ptype: u8, b: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
     if b.len() < 4 {
         return Err(inv("too short"));
     }
-    let mut out = Vec::with_capacity(n);
+    //= https://www.rfc-editor.org/rfc/rfc7296#section-3.13
+    //# Number of TSs (1 octet) - Number of Traffic Selectors being
+    //# provided.
+    //
+    // A selector takes at least 16 bytes (IPv4): the count sizes nothing beyond what the
+    // bytes can hold (a count past the selectors present fails in the loop below).
+    let fits = b.len().saturating_sub(4) / 16;
+    let mut out = Vec::with_capacity(n.min(fits));
     let mut at = 4;
     for _ in 0..n {
         let ts_type = u8at(b, at).ok_or(inv("truncated selector"))?;
@@ -982,14 +1132,25 @@ fn parse_ts(ptype: u8, b: &[u8]) -> Result<Vec<TrafficSelector>, WireError> {
 // ---------------------------------------------------------------------------------------------
 // Payload chains and messages
 
+/// Most payloads accepted in one chain (a message, or the contents of an SK payload or of a
+/// reassembled fragment set). Real messages carry a few dozen at most (strongSwan caps Notify,
+/// Delete and Vendor ID payloads at 20 each per message); without a cap, 64 KB of empty
+/// 4-byte payloads would cost ~16,000 decoded payloads (about 1 MiB and the CPU to walk them)
+/// per datagram.
+pub const MAX_PAYLOADS: usize = 128;
+
 /// Parse a chain of payloads starting with type `first` (e.g. decrypted SK contents).
-/// Rejects bad lengths and bytes after the last payload. An SK/SKF payload ends the chain
-/// (its Next Payload is the first inner type) and must end the buffer.
+/// Rejects bad lengths, bytes after the last payload, and chains of more than
+/// [`MAX_PAYLOADS`]. An SK/SKF payload ends the chain (its Next Payload is the first inner
+/// type) and must end the buffer.
 pub fn parse_payloads(first: u8, buf: &[u8]) -> Result<Vec<Payload>, WireError> {
     let mut out = Vec::new();
     let mut next = first;
     let mut at = 0usize;
     while next != payload_type::NONE {
+        if out.len() == MAX_PAYLOADS {
+            return Err(WireError::TooManyPayloads { max: MAX_PAYLOADS });
+        }
         let ptype = next;
         let hdr = buf
             .get(at..at + PAYLOAD_HEADER_LEN)
@@ -1031,11 +1192,12 @@ pub fn parse_payloads(first: u8, buf: &[u8]) -> Result<Vec<Payload>, WireError> 
 /// Serialize a chain; returns (type of the first payload or 0, bytes). An SK/SKF payload
 /// must be last: its Next Payload field carries `first_inner`.
 ///
-/// Emitting is infallible; the caller keeps values representable (payloads under 64 KiB,
-/// SPIs and TS/transform counts under 256, Delete SPIs of `spi_size` bytes, `Unknown` only
-/// for unknown types); debug builds assert the sizes.
-pub fn emit_payloads(payloads: &[Payload]) -> (u8, Vec<u8>) {
-    let mut o = Vec::new();
+/// Fails with [`WireError::Unencodable`] when a count or length does not fit its field
+/// (payloads of 64 KiB or more, SPIs or TS/transform counts of 256 or more, more than 255
+/// proposals, 65536 Delete SPIs or more, a Delete SPI not `spi_size` bytes long): a field is
+/// never truncated. `Unknown` is meant only for unknown types.
+pub fn emit_payloads(payloads: &[Payload]) -> Result<(u8, Vec<u8>), WireError> {
+    let mut w = Emitter::default();
     for (i, p) in payloads.iter().enumerate() {
         let next = match p {
             Payload::Sk { first_inner, .. } | Payload::Skf { first_inner, .. } => *first_inner,
@@ -1047,18 +1209,16 @@ pub fn emit_payloads(payloads: &[Payload]) -> (u8, Vec<u8>) {
             Payload::Unknown { critical: true, .. } => CRITICAL,
             _ => 0,
         };
-        let start = o.len();
-        o.extend_from_slice(&[next, crit, 0, 0]);
-        p.emit_body(&mut o);
-        let len = len16(o.len() - start);
-        if let Some(f) = o.get_mut(start + 2..start + 4) {
-            f.copy_from_slice(&len);
-        }
+        let start = w.o.len();
+        w.put(&[next, crit, 0, 0]);
+        p.emit_body(&mut w);
+        //= https://www.rfc-editor.org/rfc/rfc7296#section-3.2
+        //# Payload Length (2 octets, unsigned integer) - Length in octets of
+        //# the current payload, including the generic payload header.
+        w.patch_len16(start, "payload length");
     }
-    (
-        payloads.first().map_or(payload_type::NONE, Payload::ptype),
-        o,
-    )
+    let first = payloads.first().map_or(payload_type::NONE, Payload::ptype);
+    Ok((first, w.finish()?))
 }
 
 /// A whole IKE message.
@@ -1073,6 +1233,16 @@ impl Message {
     /// every payload length and the chain. An SK/SKF payload must be last. Unknown payload
     /// types become [`Payload::Unknown`] with their critical bit.
     pub fn parse(buf: &[u8]) -> Result<Message, WireError> {
+        let header = Self::parse_header(buf)?;
+        let body = buf.get(HEADER_LEN..).ok_or(WireError::Truncated)?;
+        let payloads = parse_payloads(header.next_payload, body)?;
+        Ok(Message { header, payloads })
+    }
+
+    /// The checks of [`Message::parse`] that need only the fixed header (major version 2,
+    /// header Length == datagram length), without touching the payloads: lets a receiver
+    /// route or drop a datagram (e.g. by IKE SPI) before paying for the payload parse.
+    pub fn parse_header(buf: &[u8]) -> Result<Header, WireError> {
         let header = Header::parse(buf)?;
         if header.version >> 4 != 2 {
             return Err(WireError::UnsupportedVersion(header.version));
@@ -1087,21 +1257,20 @@ impl Message {
         if declared < buf.len() {
             return Err(WireError::TrailingBytes);
         }
-        let body = buf.get(HEADER_LEN..).ok_or(WireError::Truncated)?;
-        let payloads = parse_payloads(header.next_payload, body)?;
-        Ok(Message { header, payloads })
+        Ok(header)
     }
 
-    /// Serialize; fills `header.next_payload` and `header.length` from the payloads.
-    pub fn emit(&self) -> Vec<u8> {
-        let (first, body) = emit_payloads(&self.payloads);
+    /// Serialize; fills `header.next_payload` and `header.length` from the payloads. Fails
+    /// with [`WireError::Unencodable`] as [`emit_payloads`] does.
+    pub fn emit(&self) -> Result<Vec<u8>, WireError> {
+        let (first, body) = emit_payloads(&self.payloads)?;
         let mut h = self.header.clone();
         h.next_payload = first;
-        h.length = (HEADER_LEN + body.len()) as u32;
+        h.length = message_len(body.len())?;
         let mut o = Vec::with_capacity(HEADER_LEN + body.len());
         o.extend_from_slice(&h.to_bytes());
         o.extend_from_slice(&body);
-        o
+        Ok(o)
     }
 
     /// Bytes [`Message::emit`] produces.
@@ -1118,18 +1287,50 @@ impl Message {
     }
 }
 
+/// The header Length of a message with `body_len` bytes after the header.
+fn message_len(body_len: usize) -> Result<u32, WireError> {
+    //= https://www.rfc-editor.org/rfc/rfc7296#section-3.1
+    //# Length (4 octets, unsigned integer) - Length of the total message
+    //# (header + payloads) in octets.
+    HEADER_LEN
+        .checked_add(body_len)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(WireError::Unencodable {
+            what: "message length",
+            value: body_len.saturating_add(HEADER_LEN),
+            max: u32::MAX as usize,
+        })
+}
+
+/// The 16-bit Payload Length of a payload of `plen` bytes (generic header included).
+fn payload_len(plen: usize) -> Result<[u8; 2], WireError> {
+    u16::try_from(plen)
+        .map(u16::to_be_bytes)
+        .map_err(|_| WireError::Unencodable {
+            what: "payload length",
+            value: plen,
+            max: usize::from(u16::MAX),
+        })
+}
+
 /// IKE header + SK generic payload header with final lengths, for an SK body (IV |
 /// ciphertext | ICV) of `body_len` bytes. The header's Next Payload is set to SK and its
 /// Length to the full message length. This is the AEAD AAD / start of the integrity input.
-pub fn sk_message_prefix(header: &Header, first_inner: u8, body_len: usize) -> Vec<u8> {
-    let plen = PAYLOAD_HEADER_LEN + body_len;
+/// Fails with [`WireError::Unencodable`] if the SK payload reaches 64 KiB.
+pub fn sk_message_prefix(
+    header: &Header,
+    first_inner: u8,
+    body_len: usize,
+) -> Result<Vec<u8>, WireError> {
+    let plen = body_len.saturating_add(PAYLOAD_HEADER_LEN);
+    let len = payload_len(plen)?;
     let mut h = header.clone();
     h.next_payload = payload_type::SK;
-    h.length = (HEADER_LEN + plen) as u32;
+    h.length = message_len(plen)?;
     let mut o = h.to_bytes().to_vec();
     o.extend_from_slice(&[first_inner, 0]);
-    o.extend_from_slice(&len16(plen));
-    o
+    o.extend_from_slice(&len);
+    Ok(o)
 }
 
 /// Like [`sk_message_prefix`] for an SKF payload; the prefix includes the fragment
@@ -1140,17 +1341,18 @@ pub fn skf_message_prefix(
     fragment_number: u16,
     total_fragments: u16,
     body_len: usize,
-) -> Vec<u8> {
-    let plen = PAYLOAD_HEADER_LEN + 4 + body_len;
+) -> Result<Vec<u8>, WireError> {
+    let plen = body_len.saturating_add(PAYLOAD_HEADER_LEN + 4);
+    let len = payload_len(plen)?;
     let mut h = header.clone();
     h.next_payload = payload_type::SKF;
-    h.length = (HEADER_LEN + plen) as u32;
+    h.length = message_len(plen)?;
     let mut o = h.to_bytes().to_vec();
     o.extend_from_slice(&[first_inner, 0]);
-    o.extend_from_slice(&len16(plen));
+    o.extend_from_slice(&len);
     o.extend_from_slice(&fragment_number.to_be_bytes());
     o.extend_from_slice(&total_fragments.to_be_bytes());
-    o
+    Ok(o)
 }
 
 #[cfg(test)]

@@ -609,7 +609,8 @@ fn cookie_request_is_honoured() {
         header: h,
         payloads: vec![Payload::notify(nt::COOKIE, vec![0xc0; 16])],
     }
-    .emit();
+    .emit()
+    .unwrap();
     sim.inject(0, init.local, init.remote, &cookie);
     let again = Message::parse(&sim.a().sent[1].data).unwrap();
     assert!(

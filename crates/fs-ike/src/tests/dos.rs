@@ -39,7 +39,7 @@ fn request(t: &Message, spi: u64, nonce: &[u8], cookie: Option<&[u8]>) -> Vec<u8
         m.payloads
             .insert(0, Payload::notify(nt::COOKIE, c.to_vec()));
     }
-    m.emit()
+    m.emit().unwrap()
 }
 
 /// Responder B accepting any peer address (so spoofed sources match its connection).

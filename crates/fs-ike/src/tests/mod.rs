@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod nat;
 mod reauth;
+mod wire_limits;
 
 pub const A: &str = "100.1.1.1";
 pub const B: &str = "200.2.2.2";

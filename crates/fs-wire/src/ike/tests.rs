@@ -152,7 +152,7 @@ fn strongswan_sa_init_field_by_field() {
     assert!(m.notify(notify_type::COOKIE).is_none());
 
     // Emit reproduces the exact bytes.
-    assert_eq!(m.emit(), b);
+    assert_eq!(m.emit().unwrap(), b);
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn header_roundtrip_and_view() {
         length: 1234,
     };
     let mut b = [0u8; HEADER_LEN + 3];
-    h.emit(&mut b);
+    h.emit(&mut b).unwrap();
     assert_eq!(Header::parse(&b).unwrap(), h);
     assert_eq!(&b[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(&b[16..20], &[46, 0x20, 35, 0x20]);
@@ -368,13 +368,13 @@ fn msg(payloads: Vec<Payload>) -> Message {
 
 /// Emit, parse, compare (with the header fields emit fills).
 fn roundtrip(m: &Message) -> Vec<u8> {
-    let b = m.emit();
+    let b = m.emit().unwrap();
     let back = Message::parse(&b).unwrap_or_else(|e| panic!("{e}: {m:?}"));
     let mut want = m.clone();
     want.header.next_payload = m.payloads.first().map_or(0, Payload::ptype);
     want.header.length = b.len() as u32;
     assert_eq!(back, want);
-    assert_eq!(back.emit(), b);
+    assert_eq!(back.emit().unwrap(), b);
     b
 }
 
@@ -384,17 +384,20 @@ fn roundtrip_every_payload_type() {
     for p in &all {
         assert_eq!(
             p.buffer_len(),
-            emit_payloads(std::slice::from_ref(p)).1.len()
+            emit_payloads(std::slice::from_ref(p)).unwrap().1.len()
         );
         roundtrip(&msg(vec![p.clone()]));
         // Chains (no header) too.
-        let (first, bytes) = emit_payloads(std::slice::from_ref(p));
+        let (first, bytes) = emit_payloads(std::slice::from_ref(p)).unwrap();
         assert_eq!(first, p.ptype());
         assert_eq!(parse_payloads(first, &bytes).unwrap(), vec![p.clone()]);
     }
     roundtrip(&msg(all.clone()));
     roundtrip(&msg(vec![]));
-    assert_eq!(msg(all.clone()).buffer_len(), msg(all.clone()).emit().len());
+    assert_eq!(
+        msg(all.clone()).buffer_len(),
+        msg(all.clone()).emit().unwrap().len()
+    );
     let sk = Payload::Sk {
         first_inner: payload_type::IDI,
         body: vec![0xee; 48],
@@ -420,9 +423,9 @@ fn roundtrip_every_payload_type() {
         total_fragments: 3,
         body: vec![],
     }]));
-    let (first, bytes) = emit_payloads(&all);
+    let (first, bytes) = emit_payloads(&all).unwrap();
     assert_eq!(parse_payloads(first, &bytes).unwrap(), all);
-    assert_eq!(emit_payloads(&[]), (0, vec![]));
+    assert_eq!(emit_payloads(&[]).unwrap(), (0, vec![]));
     assert_eq!(parse_payloads(0, &[]).unwrap(), vec![]);
 }
 
@@ -433,8 +436,8 @@ fn sk_prefix_matches_emit() {
         first_inner: payload_type::TSI,
         body: body.clone(),
     }]);
-    let b = m.emit();
-    let prefix = sk_message_prefix(&m.header, payload_type::TSI, body.len());
+    let b = m.emit().unwrap();
+    let prefix = sk_message_prefix(&m.header, payload_type::TSI, body.len()).unwrap();
     assert_eq!(prefix.len(), HEADER_LEN + 4);
     assert_eq!(&b[..prefix.len()], &prefix[..]);
     assert_eq!(&b[prefix.len()..], &body[..]);
@@ -445,8 +448,8 @@ fn sk_prefix_matches_emit() {
         total_fragments: 2,
         body: body.clone(),
     }]);
-    let b = m.emit();
-    let prefix = skf_message_prefix(&m.header, 0, 2, 2, body.len());
+    let b = m.emit().unwrap();
+    let prefix = skf_message_prefix(&m.header, 0, 2, 2, body.len()).unwrap();
     assert_eq!(prefix.len(), HEADER_LEN + 8);
     assert_eq!(&b[..prefix.len()], &prefix[..]);
     assert_eq!(&b[prefix.len()..], &body[..]);
@@ -459,7 +462,7 @@ fn truncated_at_every_length() {
         first_inner: 33,
         body: vec![1; 20],
     });
-    for b in [strongswan_sa_init(), m.emit()] {
+    for b in [strongswan_sa_init(), m.emit().unwrap()] {
         for n in 0..b.len() {
             assert!(Message::parse(&b[..n]).is_err(), "len {n}");
             // Even with the header length patched to match, the chain is short.
@@ -573,7 +576,7 @@ fn payload_length_errors() {
     t[n - 8] = payload_type::NOTIFY;
     assert_eq!(Message::parse(&t).unwrap_err(), WireError::Truncated);
     // parse_payloads rejects trailing bytes too.
-    let (first, mut chain) = emit_payloads(&[Payload::Nonce(vec![1; 16])]);
+    let (first, mut chain) = emit_payloads(&[Payload::Nonce(vec![1; 16])]).unwrap();
     chain.push(0);
     assert_eq!(
         parse_payloads(first, &chain).unwrap_err(),
@@ -591,7 +594,7 @@ fn unknown_critical_payload() {
             body: vec![0xaa; 5],
         },
     ]);
-    let b = m.emit();
+    let b = m.emit().unwrap();
     // Generic header of the unknown payload: next 0, critical bit, length 9.
     assert_eq!(&b[HEADER_LEN + 20..HEADER_LEN + 24], &[0, 0x80, 0, 9]);
     let back = Message::parse(&b).unwrap();
@@ -615,7 +618,7 @@ fn sk_must_be_last() {
         first_inner: payload_type::IDI,
         body: vec![1; 32],
     }]);
-    let mut b = m.emit();
+    let mut b = m.emit().unwrap();
     // Append a Nonce after the SK payload (the SK's next payload is the inner type).
     b.extend_from_slice(&[0, 0, 0, 8, 1, 2, 3, 4]);
     let len = b.len() as u32;
@@ -788,10 +791,10 @@ impl Rng {
 fn check_no_panic(b: &[u8]) -> bool {
     match Message::parse(b) {
         Ok(m) => {
-            let e = m.emit();
+            let e = m.emit().unwrap();
             let again = Message::parse(&e).expect("re-parse of emitted message");
             assert_eq!(again.payloads, m.payloads);
-            assert_eq!(again.emit(), e);
+            assert_eq!(again.emit().unwrap(), e);
             true
         }
         Err(_) => false,
@@ -807,14 +810,15 @@ fn mutation_property() {
     });
     let seeds = [
         strongswan_sa_init(),
-        all.emit(),
+        all.emit().unwrap(),
         msg(vec![Payload::Skf {
             first_inner: 35,
             fragment_number: 1,
             total_fragments: 2,
             body: vec![1; 30],
         }])
-        .emit(),
+        .emit()
+        .unwrap(),
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut ok = 0;
@@ -863,4 +867,348 @@ fn mutation_property() {
     }
     // Some mutations must still parse, so the round-trip path is exercised.
     assert!(ok > 1000, "only {ok} mutated messages parsed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile counts (issue 9): a count field never sizes more than the bytes carry.
+
+/// A message (unencrypted INFORMATIONAL) whose chain repeats the payload `ptype` with `body`
+/// until the datagram reaches about `size` bytes.
+fn hostile(ptype: u8, body: &[u8], size: usize) -> Vec<u8> {
+    let one = PAYLOAD_HEADER_LEN + body.len();
+    let n = (size.saturating_sub(HEADER_LEN) / one).max(1);
+    let mut chain = Vec::new();
+    for i in 0..n {
+        chain.push(if i + 1 == n { 0 } else { ptype });
+        chain.push(0);
+        chain.extend_from_slice(&(one as u16).to_be_bytes());
+        chain.extend_from_slice(body);
+    }
+    let h = Header {
+        spi_i: 1,
+        spi_r: 2,
+        next_payload: ptype,
+        version: IKE_VERSION,
+        exchange: exchange::INFORMATIONAL,
+        flags: flags::INITIATOR,
+        message_id: 0,
+        length: (HEADER_LEN + chain.len()) as u32,
+    };
+    let mut b = h.to_bytes().to_vec();
+    b.extend_from_slice(&chain);
+    b
+}
+
+#[test]
+fn delete_spi_count_is_backed_by_bytes() {
+    // The 8-byte amplification: SPI size 0, Num of SPIs 65535, no SPIs.
+    for size in [40, 1400, 65_000] {
+        let b = hostile(
+            payload_type::DELETE,
+            &[protocol_id::IKE, 0, 0xff, 0xff],
+            size,
+        );
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            WireError::CountMismatch {
+                ptype: payload_type::DELETE,
+                count: 65535,
+                fits: 0
+            }
+        );
+    }
+    // SPI size 4, 65535 SPIs announced, two present.
+    let b = hostile(
+        payload_type::DELETE,
+        &[protocol_id::ESP, 4, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8],
+        40,
+    );
+    assert_eq!(
+        Message::parse(&b).unwrap_err(),
+        WireError::CountMismatch {
+            ptype: payload_type::DELETE,
+            count: 65535,
+            fits: 2
+        }
+    );
+    // SPI sizes other than 0 (IKE) and 4 (AH, ESP) are invalid (3.11 MUST).
+    let b = hostile(payload_type::DELETE, &[protocol_id::ESP, 1, 0, 2, 1, 2], 40);
+    assert!(matches!(
+        Message::parse(&b).unwrap_err(),
+        WireError::InvalidPayload { ptype: 42, .. }
+    ));
+    // Valid shapes still parse to exactly what the bytes carry.
+    let b = hostile(payload_type::DELETE, &[protocol_id::IKE, 0, 0, 0], 40);
+    let m = Message::parse(&b).unwrap();
+    assert_eq!(
+        m.payloads,
+        vec![Payload::Delete(Delete {
+            protocol: protocol_id::IKE,
+            spi_size: 0,
+            spis: vec![]
+        })]
+    );
+    let b = hostile(
+        payload_type::DELETE,
+        &[protocol_id::ESP, 4, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8],
+        40,
+    );
+    let Payload::Delete(d) = &Message::parse(&b).unwrap().payloads[0] else {
+        panic!("not a Delete")
+    };
+    assert_eq!(d.spis, vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]);
+}
+
+#[test]
+fn hostile_counts_in_proposals_ts_cp_notify_skf_fail() {
+    // Proposal announcing 255 transforms, carrying one.
+    let prop = [0, 0, 0, 16, 1, 1, 0, 255, 0, 0, 0, 8, 1, 0, 0, 20];
+    let b = hostile(payload_type::SA, &prop, 40);
+    assert!(matches!(
+        Message::parse(&b).unwrap_err(),
+        WireError::InvalidPayload { ptype: 33, .. }
+    ));
+    // Proposal announcing 255 transforms and an SPI of 255 bytes, carrying nothing.
+    let b = hostile(payload_type::SA, &[0, 0, 0, 8, 1, 1, 255, 255], 40);
+    assert!(Message::parse(&b).is_err());
+    // TS payload announcing 255 selectors, carrying none / one.
+    for body in [
+        &[255u8, 0, 0, 0][..],
+        &[
+            255, 0, 0, 0, 7, 0, 0, 16, 0, 0, 255, 255, 10, 0, 0, 0, 10, 0, 0, 255,
+        ][..],
+    ] {
+        for size in [40, 1400, 65_000] {
+            let b = hostile(payload_type::TSI, body, size);
+            assert!(matches!(
+                Message::parse(&b).unwrap_err(),
+                WireError::InvalidPayload { ptype: 44, .. }
+            ));
+        }
+    }
+    // CP attribute announcing 65535 value bytes, carrying none.
+    let b = hostile(payload_type::CP, &[1, 0, 0, 0, 0, 1, 0xff, 0xff], 1400);
+    assert!(matches!(
+        Message::parse(&b).unwrap_err(),
+        WireError::InvalidPayload { ptype: 47, .. }
+    ));
+    // Notify announcing a 255-byte SPI, carrying none.
+    let b = hostile(payload_type::NOTIFY, &[3, 255, 0x40, 0x09], 1400);
+    assert!(matches!(
+        Message::parse(&b).unwrap_err(),
+        WireError::InvalidPayload { ptype: 41, .. }
+    ));
+    // SKF announcing 65535 fragments: parsed (the count is a number, nothing is sized by it).
+    let b = hostile(payload_type::SKF, &[0, 1, 0xff, 0xff, 9, 9], 40);
+    let m = Message::parse(&b).unwrap();
+    assert!(matches!(
+        m.payloads[..],
+        [Payload::Skf {
+            total_fragments: 65535,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn capacity_never_exceeds_what_the_bytes_hold() {
+    // Success paths: the vectors hold exactly the elements present.
+    let b = hostile(
+        payload_type::TSI,
+        &[
+            1, 0, 0, 0, 7, 0, 0, 16, 0, 0, 255, 255, 10, 0, 0, 0, 10, 0, 0, 255,
+        ],
+        40,
+    );
+    let Payload::TsI(t) = &Message::parse(&b).unwrap().payloads[0] else {
+        panic!("not TSi")
+    };
+    assert_eq!(t.len(), 1);
+    assert!(t.capacity() <= 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fallible emit (issue 9): a value past its field width is an error, never a truncated field.
+
+fn unencodable(p: Payload) -> &'static str {
+    match emit_payloads(std::slice::from_ref(&p)).unwrap_err() {
+        WireError::Unencodable { what, .. } => {
+            let m = Message {
+                header: Header::parse(&[0; HEADER_LEN]).unwrap(),
+                payloads: vec![p.clone()],
+            };
+            assert!(m.emit().is_err());
+            // The body alone is fine when only the generic header's length overflows.
+            assert_eq!(p.body_bytes().is_err(), what != "payload length");
+            what
+        }
+        e => panic!("unexpected error {e}"),
+    }
+}
+
+#[test]
+fn emit_rejects_values_past_their_field() {
+    let sel = ts("10.0.0.1/32");
+    assert_eq!(unencodable(Payload::TsI(vec![sel; 256])), "TS count");
+    // 255 selectors fit the count (255 * 16 + 4 bytes < 64 KiB).
+    let (_, b) = emit_payloads(&[Payload::TsR(vec![sel; 255])]).unwrap();
+    assert_eq!(b[4], 255);
+    // 1700 IPv6 selectors would not fit the count, nor the payload length.
+    assert_eq!(
+        unencodable(Payload::TsI(vec![ts("::1/128"); 1700])),
+        "TS count"
+    );
+    let tr = Transform {
+        ttype: transform_type::ENCR,
+        id: 20,
+        key_len: Some(256),
+    };
+    let prop = |n: usize| Proposal {
+        num: 1,
+        protocol: protocol_id::ESP,
+        spi: vec![1, 2, 3, 4],
+        transforms: vec![tr.clone(); n],
+    };
+    assert_eq!(
+        unencodable(Payload::Sa(vec![prop(256)])),
+        "proposal number of transforms"
+    );
+    assert_eq!(
+        unencodable(Payload::Sa(vec![prop(1); 256])),
+        "SA proposal count"
+    );
+    assert_eq!(
+        unencodable(Payload::Sa(vec![Proposal {
+            spi: vec![0; 256],
+            ..prop(1)
+        }])),
+        "proposal SPI size"
+    );
+    assert_eq!(
+        unencodable(Payload::Notify(Notify {
+            protocol: protocol_id::ESP,
+            spi: vec![0; 256],
+            ntype: notify_type::REKEY_SA,
+            data: vec![],
+        })),
+        "Notify SPI size"
+    );
+    assert_eq!(
+        unencodable(Payload::Delete(Delete {
+            protocol: protocol_id::ESP,
+            spi_size: 4,
+            spis: vec![vec![0; 4]; 65536],
+        })),
+        "Delete number of SPIs"
+    );
+    assert_eq!(
+        unencodable(Payload::Delete(Delete {
+            protocol: protocol_id::ESP,
+            spi_size: 4,
+            spis: vec![vec![0; 8]],
+        })),
+        "Delete SPI length"
+    );
+    assert_eq!(
+        unencodable(Payload::Cp {
+            cfg_type: cfg::CFG_REPLY,
+            attrs: vec![CpAttribute {
+                atype: cfg::APPLICATION_VERSION,
+                value: vec![0; 65536],
+            }],
+        }),
+        "CP attribute length"
+    );
+    assert_eq!(
+        unencodable(Payload::Vendor(vec![0; 65532])),
+        "payload length"
+    );
+    // The largest payload that fits is emitted.
+    let (_, b) = emit_payloads(&[Payload::Vendor(vec![0; 65531])]).unwrap();
+    assert_eq!(&b[2..4], &[0xff, 0xff]);
+    let h = Header::parse(&[0; HEADER_LEN]).unwrap();
+    assert!(matches!(
+        sk_message_prefix(&h, 0, 65532),
+        Err(WireError::Unencodable {
+            what: "payload length",
+            ..
+        })
+    ));
+    assert!(skf_message_prefix(&h, 0, 1, 1, 65528).is_err());
+    assert!(skf_message_prefix(&h, 0, 1, 1, 65527).is_ok());
+    // buffer_len stays the layout size also for an unencodable payload.
+    assert_eq!(
+        Payload::TsI(vec![sel; 256]).buffer_len(),
+        PAYLOAD_HEADER_LEN + 4 + 256 * 16
+    );
+    let mut short = [0u8; HEADER_LEN - 1];
+    assert_eq!(h.emit(&mut short), Err(WireError::Truncated));
+}
+
+#[test]
+fn parse_header_checks_version_and_length_only() {
+    // The Delete amplification behind a valid header: the header checks pass, the payloads
+    // are not looked at.
+    let b = hostile(payload_type::DELETE, &[protocol_id::IKE, 0, 0xff, 0xff], 40);
+    let h = Message::parse_header(&b).unwrap();
+    assert_eq!((h.spi_i, h.spi_r, h.length as usize), (1, 2, b.len()));
+    assert!(Message::parse(&b).is_err());
+    let mut v3 = b.clone();
+    v3[17] = 0x30;
+    assert_eq!(
+        Message::parse_header(&v3),
+        Err(WireError::UnsupportedVersion(0x30))
+    );
+    let mut long = b.clone();
+    long[27] += 1;
+    assert!(matches!(
+        Message::parse_header(&long),
+        Err(WireError::BadLength { .. })
+    ));
+    let mut trailing = b.clone();
+    trailing.push(0);
+    assert_eq!(
+        Message::parse_header(&trailing),
+        Err(WireError::TrailingBytes)
+    );
+    assert_eq!(Message::parse_header(&b[..27]), Err(WireError::Truncated));
+}
+
+#[test]
+fn sa_payload_with_more_than_255_proposals_is_rejected() {
+    // Proposals of 8 bytes (no transforms): 255 parse (and re-emit), 256 do not.
+    let sa = |n: usize| {
+        let mut b = Vec::new();
+        for i in 0..n {
+            let more = if i + 1 == n { 0 } else { 2 };
+            b.extend_from_slice(&[more, 0, 0, 8, (i % 255 + 1) as u8, 1, 0, 0]);
+        }
+        let mut p = vec![0, 0];
+        p.extend_from_slice(&((b.len() + 4) as u16).to_be_bytes());
+        p.extend_from_slice(&b);
+        parse_payloads(payload_type::SA, &p)
+    };
+    let ok = sa(255).unwrap();
+    assert!(emit_payloads(&ok).is_ok());
+    assert!(matches!(
+        sa(256).unwrap_err(),
+        WireError::InvalidPayload { ptype: 33, .. }
+    ));
+}
+
+#[test]
+fn payload_chain_is_capped() {
+    // MAX_PAYLOADS empty Vendor IDs parse; one more is rejected.
+    let chain = |n: usize| {
+        let mut b = Vec::new();
+        for i in 0..n {
+            b.extend_from_slice(&[if i + 1 == n { 0 } else { payload_type::VENDOR }, 0, 0, 4]);
+        }
+        parse_payloads(payload_type::VENDOR, &b)
+    };
+    assert_eq!(chain(MAX_PAYLOADS).unwrap().len(), MAX_PAYLOADS);
+    assert_eq!(
+        chain(MAX_PAYLOADS + 1).unwrap_err(),
+        WireError::TooManyPayloads { max: MAX_PAYLOADS }
+    );
 }
