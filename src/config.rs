@@ -2,6 +2,7 @@
 //!
 //! Every error names the file, the field path and the reason, e.g.
 //! `gw-a.toml: connections.s2s.children.net.esp_proposals[0]: unknown algorithm keyword "aes999"`.
+use fs_crypto::Secret;
 use fs_ike::{ChildConfig, ConnConfig, DpdAction, RetransmitConfig, StartAction};
 use fs_wire::{id::Identity, ts::TrafficSelector};
 use serde::Deserialize;
@@ -157,7 +158,7 @@ struct RawLocal {
     auth: Option<String>,
     id: Option<String>,
     /// Convenience: inline PSK instead of a [secrets] entry.
-    psk: Option<String>,
+    psk: Option<RawSecretText>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -192,8 +193,24 @@ struct RawChild {
 struct RawSecret {
     #[serde(default)]
     ids: Vec<String>,
-    secret: Option<String>,
+    secret: Option<RawSecretText>,
     secret_file: Option<String>,
+}
+
+/// A secret as written in the file (`secret = "..."`, `psk = "..."`): wiped on drop, and the
+/// raw types' derived `Debug` prints only its length.
+struct RawSecretText(zeroize::Zeroizing<String>);
+
+impl fmt::Debug for RawSecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawSecretText(<redacted, {} bytes>)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| RawSecretText(zeroize::Zeroizing::new(s)))
+    }
 }
 
 // ---------------------------------------------------------------- validated form
@@ -436,22 +453,27 @@ fn nonzero(d: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
     }
 }
 
-fn decode_secret(ctx: &Ctx, path: &str, s: &str) -> Result<Vec<u8>, ConfigError> {
+fn decode_secret(ctx: &Ctx, path: &str, s: &str) -> Result<Secret, ConfigError> {
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        hex::decode(h).map_err(|e| ctx.err(path, format!("invalid hex secret: {e}")))
+        hex::decode(h)
+            .map(Secret::new)
+            .map_err(|e| ctx.err(path, format!("invalid hex secret: {e}")))
     } else {
-        Ok(s.as_bytes().to_vec())
+        Ok(Secret::from_slice(s.as_bytes()))
     }
 }
 
 /// Load and validate a configuration file.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        path: String::new(),
-        reason: format!("cannot read: {e}"),
-    })?;
+    // the text may hold secrets: wiped when parsed
+    let text = std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| ConfigError {
+            file: file.clone(),
+            path: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
     parse(&file, &text, path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -546,19 +568,21 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
     };
 
     // [secrets]
-    let mut secrets: Vec<(Vec<Identity>, Vec<u8>, String)> = Vec::new();
+    let mut secrets: Vec<(Vec<Identity>, Secret, String)> = Vec::new();
     for (name, s) in &raw.secrets {
         let p = format!("secrets.{name}");
         let value = match (&s.secret, &s.secret_file) {
-            (Some(v), None) => decode_secret(&ctx, &format!("{p}.secret"), v)?,
+            (Some(v), None) => decode_secret(&ctx, &format!("{p}.secret"), &v.0)?,
             (None, Some(f)) => {
                 let fp = base_dir.join(f);
-                let v = std::fs::read_to_string(&fp).map_err(|e| {
-                    ctx.err(
-                        format!("{p}.secret_file"),
-                        format!("cannot read {}: {e}", fp.display()),
-                    )
-                })?;
+                let v = std::fs::read_to_string(&fp)
+                    .map(zeroize::Zeroizing::new)
+                    .map_err(|e| {
+                        ctx.err(
+                            format!("{p}.secret_file"),
+                            format!("cannot read {}: {e}", fp.display()),
+                        )
+                    })?;
                 decode_secret(
                     &ctx,
                     &format!("{p}.secret_file"),
@@ -642,7 +666,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
             None => None,
         };
         let psk = match &c.local.psk {
-            Some(s) => decode_secret(&ctx, &format!("{p}.local.psk"), s)?,
+            Some(s) => decode_secret(&ctx, &format!("{p}.local.psk"), &s.0)?,
             None => {
                 // Best match: a secret naming both ids, then one naming one of them, then one
                 // with no ids (wildcard).
@@ -664,7 +688,7 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<FileConfig, Conf
                     .filter_map(|(ids, v, _)| score(ids).map(|s| (s, v)))
                     .max_by_key(|(s, _)| *s);
                 match best {
-                    Some((_, v)) => v.clone(),
+                    Some((_, v)) => v.duplicate(),
                     None => {
                         let r = c.remote.id.as_deref().unwrap_or("%any");
                         let l = c
