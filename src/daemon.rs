@@ -151,6 +151,9 @@ fn init_logging(level: Option<&str>) {
 /// Run the daemon in the foreground. Returns the process exit code.
 pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
     init_logging(cfg.daemon.log_level.as_deref());
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
     // Before any thread exists, so that all threads inherit the blocked mask.
     if let Err(e) = fs_dataplane::signals::block_term_signals() {
         error!("cannot block signals: {e}");
