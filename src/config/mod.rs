@@ -176,6 +176,18 @@ impl<'a> Ctx<'a> {
 
 /// Parse a duration: `500ms`, `4s`, `2m`, `1h`, `1d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs = duration_secs(s)?;
+    if secs > DURATION_TEXT_MAX_SECS {
+        return Err(format!("invalid duration {s:?}: too large"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Longest duration text [`parse_duration`] converts (longer than any field's range).
+const DURATION_TEXT_MAX_SECS: f64 = 1e9;
+
+/// The number of seconds a duration text means (`f64::INFINITY` if it overflows).
+fn duration_secs(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -197,10 +209,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     let secs = v * mult;
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("invalid duration {s:?}: too large"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(if secs.is_finite() {
+        secs
+    } else {
+        f64::INFINITY
+    })
 }
 
 /// `Some(d)` unless zero (zero disables).

@@ -187,10 +187,18 @@ impl DurationRange {
             None => return Ok(None),
             // seconds as written: no Duration can overflow here (u64 seconds)
             Some(RawDuration::Secs(s)) => (Duration::from_secs(*s), s.to_string()),
-            Some(RawDuration::Text(t)) => (
-                super::parse_duration(t).map_err(|e| ctx.err(path, e))?,
-                format!("{t:?}"),
-            ),
+            Some(RawDuration::Text(t)) => {
+                let shown = format!("{t:?}");
+                let s = super::duration_secs(t).map_err(|e| ctx.err(path, e))?;
+                if s > self.max.as_secs_f64() + 0.001 {
+                    // too large for any Duration arithmetic: report the range, not "too large"
+                    return Err(ctx.err(path, format!("{} (got {shown})", self.describe())));
+                }
+                (
+                    super::parse_duration(t).map_err(|e| ctx.err(path, e))?,
+                    shown,
+                )
+            }
         };
         if self.contains(d) {
             Ok(Some(d))
@@ -310,6 +318,18 @@ mod tests {
         assert_eq!(
             LIFE_TIME.describe(),
             "must be 0 (none) or between 1s and 365d"
+        );
+        // a text far beyond the range names the range too (not a parse error)
+        assert_eq!(
+            dur(&DPD_DELAY, Text("100000d".into())),
+            Err("t.toml: x.y: must be 0 (off) or between 1s and 1d (got \"100000d\")".into())
+        );
+        assert_eq!(
+            dur(&DPD_DELAY, Text("9".repeat(400))),
+            Err(format!(
+                "t.toml: x.y: must be 0 (off) or between 1s and 1d (got \"{}\")",
+                "9".repeat(400)
+            ))
         );
         // absent stays absent
         assert_eq!(DPD_DELAY.check(&ctx(), "x", &None), Ok(None));

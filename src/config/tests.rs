@@ -438,3 +438,562 @@ fn limits_section() {
     let e = err(&format!("[limits]\nbogus = 1\n{GOOD}"));
     assert!(e.contains("bogus"), "{e}");
 }
+
+// ---------------------------------------------------------------- ranges (issue 9, item 4)
+
+/// Where a field goes in `GOOD`.
+#[derive(Clone, Copy)]
+enum Sec {
+    Daemon,
+    Limits,
+    Conn,
+    Child,
+}
+
+/// `GOOD` with `field = value` set in section `sec` (an existing line for it replaced), plus
+/// `extra` lines in the same section.
+fn with_field(sec: Sec, field: &str, value: &str, extra: &str) -> String {
+    let mut lines: Vec<String> = GOOD.lines().map(str::to_string).collect();
+    let indent = if matches!(sec, Sec::Child) { "  " } else { "" };
+    let mut set = vec![format!("{indent}{field} = {value}")];
+    set.extend(
+        extra
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{indent}{l}")),
+    );
+    let names: Vec<String> = set
+        .iter()
+        .map(|l| l.split('=').next().unwrap_or("").trim().to_string())
+        .collect();
+    let (anchor, prefix) = match sec {
+        Sec::Daemon => ("tun_name = \"fs9\"", ""),
+        Sec::Limits => ("", "[limits]\n"),
+        Sec::Conn => ("proposals = [\"aes256gcm16-prfsha256-x25519\"]", ""),
+        Sec::Child => ("  esp_proposals = [\"aes256gcm16\"]", ""),
+    };
+    // drop GOOD's own line for a field we set (same indentation = same section here)
+    lines.retain(|l| {
+        !names.iter().any(|n| {
+            l.strip_prefix(indent)
+                .and_then(|r| r.strip_prefix(n.as_str()))
+                .is_some_and(|r| r.starts_with(" ="))
+                && !l[indent.len()..].starts_with(' ')
+        })
+    });
+    let mut text = lines.join("\n");
+    if prefix.is_empty() {
+        let at = text.find(anchor).expect("anchor") + anchor.len();
+        text.insert_str(at, &format!("\n{}", set.join("\n")));
+        text
+    } else {
+        format!("{prefix}{}\n{text}", set.join("\n"))
+    }
+}
+
+/// (section, field, full path, range text, value below the range, lowest, highest, value
+/// above, extra lines that keep the other checks quiet).
+type Bound = (
+    Sec,
+    &'static str,
+    &'static str,
+    String,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+);
+
+fn bounds() -> Vec<Bound> {
+    use super::range::*;
+    vec![
+        (
+            Sec::Daemon,
+            "ike_port",
+            "daemon.ike_port",
+            PORT.describe(),
+            Some("0"),
+            "1",
+            "65535",
+            Some("65536"),
+            "",
+        ),
+        (
+            Sec::Daemon,
+            "natt_port",
+            "daemon.natt_port",
+            PORT.describe(),
+            Some("0"),
+            "1",
+            "65535",
+            Some("65536"),
+            "",
+        ),
+        (
+            Sec::Limits,
+            "cookie_threshold",
+            "limits.cookie_threshold",
+            COOKIE_THRESHOLD.describe(),
+            Some("-1"),
+            "0",
+            "10000000",
+            Some("10000001"),
+            "",
+        ),
+        (
+            Sec::Limits,
+            "half_open_max",
+            "limits.half_open_max",
+            HALF_OPEN_MAX.describe(),
+            Some("0"),
+            "1",
+            "10000000",
+            Some("10000001"),
+            "",
+        ),
+        (
+            Sec::Limits,
+            "half_open_per_source_max",
+            "limits.half_open_per_source_max",
+            HALF_OPEN_PER_SOURCE_MAX.describe(),
+            Some("0"),
+            "1",
+            "10000000",
+            Some("10000001"),
+            "",
+        ),
+        (
+            Sec::Limits,
+            "half_open_timeout",
+            "limits.half_open_timeout",
+            HALF_OPEN_TIMEOUT.describe(),
+            Some("0"),
+            "1",
+            "\"1d\"",
+            Some("86401"),
+            "",
+        ),
+        (
+            Sec::Limits,
+            "cookie_secret_lifetime",
+            "limits.cookie_secret_lifetime",
+            COOKIE_SECRET_LIFETIME.describe(),
+            Some("\"999ms\""),
+            "\"1s\"",
+            "86400",
+            Some("9223372036854775807"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "remote_port",
+            "connections.s2s.remote_port",
+            PORT.describe(),
+            Some("0"),
+            "1",
+            "65535",
+            Some("65536"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "retransmit_timeout",
+            "connections.s2s.retransmit_timeout",
+            RETRANSMIT_TIMEOUT.describe(),
+            Some("\"99ms\""),
+            "\"100ms\"",
+            "\"1h\"",
+            Some("3601"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "retransmit_tries",
+            "connections.s2s.retransmit_tries",
+            RETRANSMIT_TRIES.describe(),
+            Some("-1"),
+            "0",
+            "100",
+            Some("101"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "rekey_time",
+            "connections.s2s.rekey_time",
+            REKEY_TIME.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"365d\"",
+            Some("31536001"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "reauth_time",
+            "connections.s2s.reauth_time",
+            REAUTH_TIME.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"365d\"",
+            Some("31536001"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "life_time",
+            "connections.s2s.life_time",
+            LIFE_TIME.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"365d\"",
+            Some("31536001"),
+            "rekey_time = 0",
+        ),
+        (
+            Sec::Conn,
+            "rand_time",
+            "connections.s2s.rand_time",
+            RAND_TIME.describe(),
+            None,
+            "0",
+            "\"365d\"",
+            Some("31536001"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "dpd_delay",
+            "connections.s2s.dpd_delay",
+            DPD_DELAY.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"1d\"",
+            Some("9223372036854775807"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "nat_keepalive",
+            "connections.s2s.nat_keepalive",
+            NAT_KEEPALIVE.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"1h\"",
+            Some("3601"),
+            "",
+        ),
+        (
+            Sec::Conn,
+            "fragment_size",
+            "connections.s2s.fragment_size",
+            FRAGMENT_SIZE.describe(),
+            Some("255"),
+            "256",
+            "65535",
+            Some("65536"),
+            "",
+        ),
+        (
+            Sec::Child,
+            "replay_window",
+            "connections.s2s.children.net.replay_window",
+            REPLAY_WINDOW.describe(),
+            Some("-1"),
+            "0",
+            "65536",
+            Some("65537"),
+            "",
+        ),
+        (
+            Sec::Child,
+            "rekey_time",
+            "connections.s2s.children.net.rekey_time",
+            REKEY_TIME.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"365d\"",
+            Some("31536001"),
+            "",
+        ),
+        (
+            Sec::Child,
+            "life_time",
+            "connections.s2s.children.net.life_time",
+            LIFE_TIME.describe(),
+            Some("\"999ms\""),
+            "1",
+            "\"365d\"",
+            Some("31536001"),
+            "rekey_time = 0",
+        ),
+        (
+            Sec::Child,
+            "rand_time",
+            "connections.s2s.children.net.rand_time",
+            RAND_TIME.describe(),
+            None,
+            "0",
+            "\"365d\"",
+            Some("31536001"),
+            "",
+        ),
+        (
+            Sec::Child,
+            "rekey_bytes",
+            "connections.s2s.children.net.rekey_bytes",
+            VOLUME.describe(),
+            Some("-1"),
+            "0",
+            "9223372036854775807",
+            None,
+            "",
+        ),
+        (
+            Sec::Child,
+            "life_bytes",
+            "connections.s2s.children.net.life_bytes",
+            VOLUME.describe(),
+            Some("-1"),
+            "0",
+            "9223372036854775807",
+            None,
+            "",
+        ),
+        (
+            Sec::Child,
+            "rekey_packets",
+            "connections.s2s.children.net.rekey_packets",
+            VOLUME.describe(),
+            Some("-1"),
+            "0",
+            "9223372036854775807",
+            None,
+            "",
+        ),
+        (
+            Sec::Child,
+            "life_packets",
+            "connections.s2s.children.net.life_packets",
+            VOLUME.describe(),
+            Some("-1"),
+            "0",
+            "9223372036854775807",
+            None,
+            "",
+        ),
+    ]
+}
+
+#[test]
+fn every_field_has_its_range() {
+    for (sec, field, path, range, below, lo, hi, above, extra) in bounds() {
+        for ok in [lo, hi] {
+            let text = with_field(sec, field, ok, extra);
+            if let Err(e) = p(&text) {
+                panic!("{path} = {ok} should be accepted: {e}\n{text}");
+            }
+        }
+        for bad in [below, above].into_iter().flatten() {
+            let text = with_field(sec, field, bad, extra);
+            let e = err(&text);
+            let want = format!("t.toml: {path}: {range} (got ");
+            assert!(
+                e.starts_with(&want),
+                "{path} = {bad}: want {want:?}..., got {e:?}"
+            );
+            assert!(e.ends_with(')'), "{e}");
+        }
+    }
+}
+
+#[test]
+fn hostile_values_from_issue_9() {
+    // each passed check-config before, then crashed the daemon (Instant + Duration overflow)
+    let e = err(&format!(
+        "[limits]\nhalf_open_timeout = 9223372036854775807\n{GOOD}"
+    ));
+    assert_eq!(
+        e,
+        "t.toml: limits.half_open_timeout: must be between 1s and 1d (got 9223372036854775807)"
+    );
+    let e = err(&GOOD.replace("dpd_delay = 0", "dpd_delay = 9223372036854775807"));
+    assert_eq!(
+        e,
+        "t.toml: connections.s2s.dpd_delay: must be 0 (off) or between 1s and 1d (got 9223372036854775807)"
+    );
+    let e = err(&GOOD.replace(
+        "dpd_delay = 0",
+        "dpd_delay = 0\nnat_keepalive = 9223372036854775807",
+    ));
+    assert!(
+        e.starts_with(
+            "t.toml: connections.s2s.nat_keepalive: must be 0 (off) or between 1s and 1h"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("dpd_delay = 0", "dpd_delay = \"999999999s\""));
+    assert!(
+        e.starts_with("t.toml: connections.s2s.dpd_delay: must be 0 (off) or between 1s and 1d (got \"999999999s\")"),
+        "{e}"
+    );
+    // zero still means off where it did
+    let c = p(&GOOD.replace("dpd_delay = 0", "dpd_delay = 0\nnat_keepalive = 0"));
+    let c = c.unwrap();
+    let s = &c.ike.connections[0];
+    assert_eq!((s.dpd_delay, s.nat_keepalive), (None, None));
+}
+
+#[test]
+fn control_socket_must_be_usable() {
+    let with = |v: &str| GOOD.replace("tun_name = \"fs9\"", &format!("control_socket = {v}"));
+    assert_eq!(
+        p(&with("\"/tmp/x.sock\"")).unwrap().daemon.control_socket,
+        PathBuf::from("/tmp/x.sock")
+    );
+    let e = err(&with("\"\""));
+    assert!(
+        e.starts_with("t.toml: daemon.control_socket: must not be empty"),
+        "{e}"
+    );
+    let long = format!("\"/{}\"", "a".repeat(107));
+    let e = err(&with(&long));
+    assert!(
+        e.starts_with("t.toml: daemon.control_socket: must be at most 107 bytes"),
+        "{e}"
+    );
+    let just = format!("\"/{}\"", "a".repeat(106));
+    assert!(p(&with(&just)).is_ok());
+}
+
+// ---------------------------------------------------------------- secrets (issue 9, item 9)
+
+const LONG_PSK: &str = "correct-horse-battery-staple-42";
+
+#[test]
+fn debug_never_prints_the_psk() {
+    let text = GOOD.replace("0x0102ff", LONG_PSK);
+    // the bytes as a derived Debug of Vec<u8> would print them: "99, 111, 114, ..."
+    let as_bytes = LONG_PSK
+        .bytes()
+        .take(4)
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let c = p(&text).unwrap();
+    assert_eq!(c.ike.connections[0].psk, LONG_PSK.as_bytes());
+    for shown in [
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        format!("{:?}", c.ike.connections[0]),
+        format!("{:?}", c.ike.connections[0].clone()),
+        format!("{:?}", raw::from_toml(&Ctx::new("t.toml"), &text).unwrap()),
+    ] {
+        assert!(!shown.contains(LONG_PSK), "{shown}");
+        assert!(!shown.contains("horse"), "{shown}");
+        assert!(!shown.contains(&as_bytes), "{shown}");
+    }
+    assert!(format!("{c:?}").contains("Secret(<redacted, 31 bytes>)"));
+    // inline psk too
+    let no_secrets = &text[..text.find("[secrets.ab]").unwrap()];
+    let inline = no_secrets.replace(
+        "id = \"gw-a.example\"\n  [connections.s2s.remote]",
+        &format!("id = \"gw-a.example\"\n  psk = \"{LONG_PSK}\"\n  [connections.s2s.remote]"),
+    );
+    let raw = format!(
+        "{:?}",
+        raw::from_toml(&Ctx::new("t.toml"), &inline).unwrap()
+    );
+    assert!(raw.contains("RawSecretText(<redacted, 31 bytes>)"), "{raw}");
+    assert!(!raw.contains("horse"), "{raw}");
+}
+
+#[test]
+fn short_psk_warns() {
+    // GOOD's secrets are 3 and 5 bytes: valid, with a warning each
+    let c = p(GOOD).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "t.toml: secrets.ab.secret: warning: PSK is only 3 bytes long; use at least 20 random bytes (e.g. 32, as \"0x...\" hex)",
+            "t.toml: secrets.other.secret: warning: PSK is only 5 bytes long; use at least 20 random bytes (e.g. 32, as \"0x...\" hex)",
+        ]
+    );
+    // 20 bytes: no warning
+    let twenty = GOOD
+        .replace("0x0102ff", &format!("0x{}", "ab".repeat(20)))
+        .replace("\"wrong\"", &format!("\"{}\"", "w".repeat(20)));
+    assert!(p(&twenty).unwrap().warnings.is_empty());
+    let nineteen = twenty.replace(&"w".repeat(20), &"w".repeat(19));
+    let w = p(&nineteen).unwrap().warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "secrets.other.secret");
+}
+
+#[test]
+fn secrets_readable_by_others_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("fs-cfg-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chmod =
+        |f: &Path, m: u32| std::fs::set_permissions(f, std::fs::Permissions::from_mode(m)).unwrap();
+    let strong = GOOD
+        .replace("0x0102ff", LONG_PSK)
+        .replace("\"wrong\"", &format!("\"{LONG_PSK}\""));
+    let f = dir.join("gw.toml");
+    std::fs::write(&f, &strong).unwrap();
+    let warnings = |f: &Path| -> Vec<String> {
+        load(f)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+    };
+    chmod(&f, 0o600);
+    assert!(warnings(&f).is_empty());
+    chmod(&f, 0o640);
+    let w = warnings(&f);
+    assert_eq!(w.len(), 1, "{w:?}");
+    let file = f.display().to_string();
+    assert_eq!(
+        w[0],
+        format!("{file}: secrets.ab.secret: warning: config file holding secrets {file} is readable by group or others (mode 0640); chmod 600 it")
+    );
+    chmod(&f, 0o604);
+    assert_eq!(warnings(&f).len(), 1);
+    // group-writable but not readable: no secret leaks
+    chmod(&f, 0o620);
+    assert!(warnings(&f).is_empty());
+    // secret_file: both the config (it names the file) and the file itself
+    let sf = dir.join("psk.txt");
+    std::fs::write(&sf, format!("{LONG_PSK}\n")).unwrap();
+    let g = dir.join("gw2.toml");
+    std::fs::write(
+        &g,
+        strong.replace(
+            &format!("secret = \"{LONG_PSK}\"\n[secrets.other]"),
+            "secret_file = \"psk.txt\"\n[secrets.other]",
+        ),
+    )
+    .unwrap();
+    chmod(&g, 0o600);
+    chmod(&sf, 0o600);
+    // secrets.other still holds an inline secret; the file is private: no warning
+    assert!(warnings(&g).is_empty(), "{:?}", warnings(&g));
+    chmod(&sf, 0o644);
+    let w = warnings(&g);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("secrets.ab.secret_file: warning: secret file ")
+            && w[0].contains("psk.txt is readable by group or others (mode 0644)"),
+        "{w:?}"
+    );
+    assert_eq!(
+        load(&g).unwrap().ike.connections[0].psk,
+        LONG_PSK.as_bytes()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
