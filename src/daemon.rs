@@ -144,6 +144,9 @@ fn init_logging(level: Option<&str>) {
 /// Run the daemon in the foreground. Returns the process exit code.
 pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
     init_logging(cfg.daemon.log_level.as_deref());
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
     // Before any thread exists, so that all threads inherit the blocked mask.
     if let Err(e) = fs_dataplane::signals::block_term_signals() {
         error!("cannot block signals: {e}");
@@ -777,8 +780,8 @@ impl Daemon {
             spi: k.spi,
             encr: c.encr,
             integ: c.integ,
-            encr_key: k.encr_key.clone(),
-            integ_key: k.integ_key.clone(),
+            encr_key: k.encr_key.duplicate(),
+            integ_key: k.integ_key.duplicate(),
             mode,
             replay_window: window,
             esn: c.esn,
@@ -1139,8 +1142,8 @@ mod tests {
             spi,
             encr: fs_crypto::EncrAlg::AesGcm16_256,
             integ: None,
-            encr_key: vec![7; 36],
-            integ_key: vec![],
+            encr_key: vec![7; 36].into(),
+            integ_key: vec![].into(),
             mode: fs_esp::Mode::Tunnel,
             replay_window: 32,
             esn: false,

@@ -113,6 +113,10 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(c) => {
+                // valid, but weak or exposed secrets: FILE: FIELD: warning: REASON
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
                 let names: Vec<String> = c
                     .ike
                     .connections

@@ -1,19 +1,21 @@
 //! IKEv2 key derivation (RFC 7296 2.14, 2.17, 2.18) and PSK authentication (2.15).
 use crate::alg::{EncrAlg, IntegAlg, PrfAlg};
+use crate::Secret;
 use zeroize::Zeroizing;
 
 /// The constant of RFC 7296 2.15 (17 ASCII bytes, no terminator).
 const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
-/// The seven IKE SA keys.
+/// The seven IKE SA keys (wiped on drop, redacted in `Debug`).
+#[derive(Debug)]
 pub struct IkeSaKeys {
-    pub sk_d: Zeroizing<Vec<u8>>,
-    pub sk_ai: Zeroizing<Vec<u8>>,
-    pub sk_ar: Zeroizing<Vec<u8>>,
-    pub sk_ei: Zeroizing<Vec<u8>>,
-    pub sk_er: Zeroizing<Vec<u8>>,
-    pub sk_pi: Zeroizing<Vec<u8>>,
-    pub sk_pr: Zeroizing<Vec<u8>>,
+    pub sk_d: Secret,
+    pub sk_ai: Secret,
+    pub sk_ar: Secret,
+    pub sk_ei: Secret,
+    pub sk_er: Secret,
+    pub sk_pi: Secret,
+    pub sk_pr: Secret,
 }
 
 /// SKEYSEED = prf(Ni | Nr, g^ir); {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} =
@@ -62,7 +64,7 @@ pub fn child_keymat(
     ni: &[u8],
     nr: &[u8],
     len: usize,
-) -> Zeroizing<Vec<u8>> {
+) -> Secret {
     let mut seed = Zeroizing::new(Vec::with_capacity(
         g_ir.map_or(0, <[u8]>::len) + ni.len() + nr.len(),
     ));
@@ -71,7 +73,7 @@ pub fn child_keymat(
     }
     seed.extend_from_slice(ni);
     seed.extend_from_slice(nr);
-    prf.prf_plus(sk_d, &seed, len)
+    Secret::from(prf.prf_plus(sk_d, &seed, len))
 }
 
 /// PSK AUTH data (2.15): prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>) where SignedOctets
@@ -122,7 +124,7 @@ fn split_ike_sa_keys(
     let km = prf.prf_plus(skeyseed, &seed, 3 * p + 2 * a + 2 * e);
     let mut off = 0;
     let mut take = |n: usize| {
-        let k = Zeroizing::new(km[off..off + n].to_vec());
+        let k = Secret::from_slice(&km[off..off + n]);
         off += n;
         k
     };

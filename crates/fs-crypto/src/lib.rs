@@ -12,10 +12,12 @@ pub mod prf;
 pub mod proposal;
 mod proposal_impl;
 pub mod rng;
+pub mod secret;
 pub mod transform;
 
 pub use alg::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 pub use rng::{Rng, SystemRng, TestRng};
+pub use secret::Secret;
 pub use transform::Transform;
 
 /// Errors of the crypto layer. None of them carries secret material.

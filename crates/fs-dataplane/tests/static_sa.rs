@@ -67,8 +67,8 @@ fn sa_cfg(spi: u32, key: u8, window: u32) -> SaConfig {
         spi,
         encr: EncrAlg::AesGcm16_256,
         integ: None,
-        encr_key: vec![key; 36], // 32-byte key + 4-byte salt
-        integ_key: vec![],
+        encr_key: vec![key; 36].into(), // 32-byte key + 4-byte salt
+        integ_key: vec![].into(),
         mode: Mode::Tunnel,
         replay_window: window,
         esn: false,

@@ -15,8 +15,8 @@ fn cfg(encr: EncrAlg, integ: Option<IntegAlg>) -> SaConfig {
         spi: 0x1000_0001,
         encr,
         integ,
-        encr_key: vec![0x11; encr.key_len()],
-        integ_key: integ.map_or(Vec::new(), |i| vec![0x22; i.key_len()]),
+        encr_key: vec![0x11; encr.key_len()].into(),
+        integ_key: integ.map_or(Vec::new(), |i| vec![0x22; i.key_len()]).into(),
         mode: Mode::Tunnel,
         // Decapsulation re-uses one packet: replay protection off.
         replay_window: 0,

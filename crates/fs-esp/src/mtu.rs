@@ -118,8 +118,11 @@ mod tests {
                 spi: 1,
                 encr,
                 integ,
-                encr_key: vec![7; encr.key_len()],
-                integ_key: integ.map(|i| vec![9; i.key_len()]).unwrap_or_default(),
+                encr_key: vec![7; encr.key_len()].into(),
+                integ_key: integ
+                    .map(|i| vec![9; i.key_len()])
+                    .unwrap_or_default()
+                    .into(),
                 mode: crate::Mode::Tunnel,
                 replay_window: 0,
                 esn: false,

@@ -12,7 +12,7 @@
 use crate::replay::ReplayWindow;
 use crate::{NH_IPV4, NH_IPV6};
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128};
-use fs_crypto::{CryptoError, EncrAlg, IntegAlg, Transform};
+use fs_crypto::{CryptoError, EncrAlg, IntegAlg, Secret, Transform};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::atomic::{
@@ -28,14 +28,15 @@ pub enum Mode {
     Transport,
 }
 
-/// Everything needed to key one direction of a CHILD_SA.
-#[derive(Clone)]
+/// Everything needed to key one direction of a CHILD_SA. The keys are [`Secret`]s (wiped on
+/// drop, redacted in `Debug`); the config is not `Clone`.
+#[derive(Debug)]
 pub struct SaConfig {
     pub spi: u32,
     pub encr: EncrAlg,
     pub integ: Option<IntegAlg>,
-    pub encr_key: Vec<u8>,
-    pub integ_key: Vec<u8>,
+    pub encr_key: Secret,
+    pub integ_key: Secret,
     pub mode: Mode,
     /// Anti-replay window in packets (inbound only); 0 disables replay protection.
     pub replay_window: u32,
@@ -490,10 +491,10 @@ mod tests {
             spi: 0xc0de_0001,
             encr,
             integ,
-            encr_key: (0..encr.key_len()).map(|i| i as u8 ^ 0x5a).collect(),
-            integ_key: integ.map_or(Vec::new(), |a| {
+            encr_key: Secret::new((0..encr.key_len()).map(|i| i as u8 ^ 0x5a).collect()),
+            integ_key: Secret::new(integ.map_or(Vec::new(), |a| {
                 (0..a.key_len()).map(|i| i as u8 ^ 0x3c).collect()
-            }),
+            })),
             mode,
             replay_window: window,
             esn,
@@ -654,7 +655,7 @@ mod tests {
     #[test]
     fn bad_keys_rejected() {
         let mut c = cfg(EncrAlg::AesGcm16_256, None, Mode::Tunnel, 64, false);
-        c.encr_key.pop();
+        c.encr_key = Secret::from_slice(&c.encr_key[..c.encr_key.len() - 1]);
         assert!(OutboundSa::new(&c).is_err());
         assert!(InboundSa::new(&c).is_err());
     }

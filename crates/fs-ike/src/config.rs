@@ -1,5 +1,6 @@
 //! Connection configuration, as the daemon builds it from its TOML file.
 use fs_crypto::proposal::{EspProposal, IkeProposal};
+use fs_crypto::Secret;
 use fs_wire::{id::Identity, ts::TrafficSelector};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -77,8 +78,9 @@ impl Default for RetransmitConfig {
     }
 }
 
-/// One IKE connection (a peer and its CHILD_SA definitions).
-#[derive(Clone, Debug)]
+/// One IKE connection (a peer and its CHILD_SA definitions). `Debug` shows the PSK's length
+/// only; `Clone` (each IKE SA keeps its connection's settings) copies the PSK explicitly.
+#[derive(Debug)]
 pub struct ConnConfig {
     pub name: String,
     /// Addresses we use; empty = any (responder only).
@@ -90,8 +92,9 @@ pub struct ConnConfig {
     pub local_id: Identity,
     /// `None` accepts any identity that proves the PSK.
     pub remote_id: Option<Identity>,
-    /// Pre-shared key used for both directions.
-    pub psk: Vec<u8>,
+    /// Pre-shared key used for both directions ([`Secret`]: wiped on drop, `Debug` shows only
+    /// its length).
+    pub psk: Secret,
     /// IKE proposals in order of preference.
     pub ike_proposals: Vec<IkeProposal>,
     pub children: Vec<ChildConfig>,
@@ -130,6 +133,62 @@ pub struct ConnConfig {
     pub rand_time: Option<Duration>,
     /// How many IKE SAs one remote identity may hold (`unique`).
     pub unique: UniquePolicy,
+}
+
+/// Written out (not derived) because [`Secret`] has no `Clone`: the PSK is copied with the
+/// explicit [`Secret::duplicate`]. The exhaustive destructuring makes a new field a compile
+/// error here until it is added.
+impl Clone for ConnConfig {
+    fn clone(&self) -> Self {
+        let ConnConfig {
+            name,
+            local_addrs,
+            remote_addrs,
+            remote_port,
+            local_id,
+            remote_id,
+            psk,
+            ike_proposals,
+            children,
+            retransmit,
+            force_encap,
+            prefer_udp_encap,
+            rekey_time,
+            reauth_time,
+            dpd_delay,
+            dpd_action,
+            fragmentation,
+            fragment_size,
+            nat_keepalive,
+            life_time,
+            rand_time,
+            unique,
+        } = self;
+        ConnConfig {
+            name: name.clone(),
+            local_addrs: local_addrs.clone(),
+            remote_addrs: remote_addrs.clone(),
+            remote_port: *remote_port,
+            local_id: local_id.clone(),
+            remote_id: remote_id.clone(),
+            psk: psk.duplicate(),
+            ike_proposals: ike_proposals.clone(),
+            children: children.clone(),
+            retransmit: *retransmit,
+            force_encap: *force_encap,
+            prefer_udp_encap: *prefer_udp_encap,
+            rekey_time: *rekey_time,
+            reauth_time: *reauth_time,
+            dpd_delay: *dpd_delay,
+            dpd_action: *dpd_action,
+            fragmentation: *fragmentation,
+            fragment_size: *fragment_size,
+            nat_keepalive: *nat_keepalive,
+            life_time: *life_time,
+            rand_time: *rand_time,
+            unique: *unique,
+        }
+    }
 }
 
 /// Default [`ConnConfig::nat_keepalive`] (strongSwan's `keep_alive`).

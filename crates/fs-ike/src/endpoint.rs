@@ -9,7 +9,7 @@ use crate::ratelimit::TokenBucket;
 use crate::sk::{self, OpenError};
 use crate::time::{after, scale};
 use fs_crypto::dh::KeyExchange;
-use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Transform as Cipher};
+use fs_crypto::{ikev2, DhGroup, EncrAlg, IntegAlg, PrfAlg, Rng, Secret, Transform as Cipher};
 use fs_wire::id::Identity;
 use fs_wire::ike::{
     auth_method, exchange, flags, notify_name, notify_type as nt, protocol_id, Delete, Header,
@@ -34,12 +34,24 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
-/// Keys of one direction of a CHILD_SA.
-#[derive(Clone)]
+/// Keys of one direction of a CHILD_SA ([`Secret`]: wiped on drop, redacted in `Debug`).
+#[derive(Debug)]
 pub struct SaKeys {
     pub spi: u32,
-    pub encr_key: Vec<u8>,
-    pub integ_key: Vec<u8>,
+    pub encr_key: Secret,
+    pub integ_key: Secret,
+}
+
+/// A copy of the keys goes with each [`Event::ChildSaInstalled`]; the copy is explicit
+/// ([`Secret::duplicate`]), never a derived `Clone`.
+impl Clone for SaKeys {
+    fn clone(&self) -> Self {
+        SaKeys {
+            spi: self.spi,
+            encr_key: self.encr_key.duplicate(),
+            integ_key: self.integ_key.duplicate(),
+        }
+    }
 }
 
 /// A negotiated CHILD_SA, to install in the data plane.
@@ -331,9 +343,9 @@ impl State {
 }
 
 struct Keys {
-    sk_d: Zeroizing<Vec<u8>>,
-    sk_pi: Zeroizing<Vec<u8>>,
-    sk_pr: Zeroizing<Vec<u8>>,
+    sk_d: Secret,
+    sk_pi: Secret,
+    sk_pr: Secret,
     tx: Cipher,
     rx: Cipher,
 }
@@ -836,7 +848,7 @@ fn child_keys(
     let ek = s.encr.key_len();
     let ik = s.integ.map_or(0, |i| i.key_len());
     let km = ikev2::child_keymat(prf, sk_d, g_ir, ni, nr, 2 * (ek + ik));
-    let part = |a: usize, b: usize| km.get(a..b).map(|x| x.to_vec()).unwrap_or_default();
+    let part = |a: usize, b: usize| Secret::from_slice(km.get(a..b).unwrap_or_default());
     let i2r = SaKeys {
         spi: 0,
         encr_key: part(0, ek),
@@ -4111,9 +4123,9 @@ impl Endpoint {
             ni: ni.to_vec(),
             nr: nr.to_vec(),
             keys: Some(Keys {
-                sk_d: k.sk_d.clone(),
-                sk_pi: k.sk_pi.clone(),
-                sk_pr: k.sk_pr.clone(),
+                sk_d: k.sk_d.duplicate(),
+                sk_pi: k.sk_pi.duplicate(),
+                sk_pr: k.sk_pr.duplicate(),
                 tx,
                 rx,
             }),

@@ -118,7 +118,7 @@ fn responder_selects_connection_by_identity() {
     let mut other = b.clone();
     other.name = "other".into();
     other.remote_id = Some(Identity::Fqdn("someone-else.example".into()));
-    other.psk = b"different".to_vec();
+    other.psk = b"different".into();
     let mut sim = Sim::new(a, b.clone(), 5);
     sim.nodes[1].ep.set_config(Config {
         connections: vec![other, b],
@@ -132,7 +132,7 @@ fn responder_selects_connection_by_identity() {
 #[test]
 fn wrong_psk_fails_on_both_sides() {
     let (a, mut b) = pair();
-    b.psk = b"wrong".to_vec();
+    b.psk = b"wrong".into();
     let mut sim = Sim::new(a, b, 8);
     let now = sim.now;
     sim.a().ep.initiate(now, "s2s", None).unwrap();
@@ -697,7 +697,7 @@ fn log_lines() {
         .finish();
     tracing::subscriber::with_default(sub, || {
         let (a, mut b) = pair();
-        b.psk = b"nope".to_vec();
+        b.psk = b"nope".into();
         let (a2, b2) = pair();
         let mut sim = Sim::new(a2, b2, 72);
         sim.establish();

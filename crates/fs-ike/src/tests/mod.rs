@@ -90,7 +90,7 @@ pub fn conn(me: &str, peer: &str, local_net: &str, remote_net: &str) -> ConnConf
         remote_port: 500,
         local_id: id(me),
         remote_id: Some(id(peer)),
-        psk: b"correct horse battery staple".to_vec(),
+        psk: b"correct horse battery staple".into(),
         ike_proposals: vec![ike("aes256gcm16-prfsha256-x25519")],
         children: vec![ChildConfig::new(
             "net",
