@@ -60,7 +60,8 @@ pub fn call(sock: &Path, req: &Request, wait: Duration) -> Result<Response, Stri
             sock.display()
         )
     })?;
-    s.set_read_timeout(Some(wait + Duration::from_secs(5))).ok();
+    s.set_read_timeout(Some(wait.saturating_add(Duration::from_secs(5))))
+        .ok();
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
     s.write_all(line.as_bytes())

@@ -196,6 +196,43 @@ fn esp_flood_at_debug_writes_a_bounded_log() {
         gwb.log().contains("suppressed"),
         "[{tag}] no summary line with the count of suppressed lines"
     );
+
+    // The same for IKE: informational requests for IKE SPIs gwB does not hold (fs-ike's
+    // per-datagram drop lines).
+    let before = counter(&gwb.counters().unwrap(), "dropped_unknown_spi");
+    let log_before = std::fs::metadata(&gwb.log).map(|m| m.len()).unwrap_or(0);
+    let sent = in_ns(&topo.ga, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let dst: SocketAddr = format!("{GB_OUT}:500").parse().unwrap();
+        let (mut n, t0) = (0u64, Instant::now());
+        while t0.elapsed() < Duration::from_secs(3) {
+            let m = ike_header(n | 1, 0x77, 0, EXCH_INFORMATIONAL, FLAG_INITIATOR, 1, 28);
+            if s.send_to(&m, dst).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let dropped = counter(&gwb.counters().unwrap(), "dropped_unknown_spi") - before;
+    let grown = std::fs::metadata(&gwb.log).map(|m| m.len()).unwrap_or(0) - log_before;
+    let lines = gwb
+        .log()
+        .lines()
+        .filter(|l| l.contains("unknown IKE SPI"))
+        .count();
+    eprintln!(
+        "[{tag}] {sent} IKE datagrams with unknown SPIs in 3 s: dropped_unknown_spi +{dropped}, log +{grown} bytes, {lines} 'unknown IKE SPI' lines"
+    );
+    assert!(dropped > 5_000, "[{tag}] IKE flood too small: {dropped}");
+    assert!(
+        lines <= 5 * 6,
+        "[{tag}] {lines} 'unknown IKE SPI' lines for a 3 s flood"
+    );
+    assert!(
+        grown < 32 * 1024,
+        "[{tag}] log grew by {grown} bytes during the IKE flood"
+    );
     assert_healthy(tag, &gwb);
     assert_healthy(tag, &gwa);
 }

@@ -4,6 +4,7 @@ use crate::config::{
 };
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
+use crate::limited;
 use crate::proposals::{self, EspSuite, IkeSuite};
 use crate::ratelimit::TokenBucket;
 use crate::sk::{self, OpenError};
@@ -944,7 +945,7 @@ impl Endpoint {
                 return;
             }
             Err(e) => {
-                debug!(%remote, "dropping malformed IKE message: {e}");
+                limited!(now, DEBUG, %remote, "dropping malformed IKE message: {e}");
                 self.stats.dropped_malformed += 1;
                 return;
             }
@@ -954,13 +955,13 @@ impl Endpoint {
         let init_req = h.exchange == exchange::IKE_SA_INIT && !is_response;
         let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
         if init_req && !(from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0) {
-            debug!(%remote, "dropping invalid IKE_SA_INIT request");
+            limited!(now, DEBUG, %remote, "dropping invalid IKE_SA_INIT request");
             self.stats.dropped_malformed += 1;
             return;
         }
         if !init_req {
             let Some(sa) = self.sas.get(&our_spi) else {
-                debug!(%remote, "dropping message for unknown IKE SPI {our_spi:016x}");
+                limited!(now, DEBUG, %remote, "dropping message for unknown IKE SPI {our_spi:016x}");
                 self.stats.dropped_unknown_spi += 1;
                 return;
             };
@@ -970,7 +971,7 @@ impl Endpoint {
                 || sa.spi_i != h.spi_i
                 || (sa.spi_r != h.spi_r && !init_resp)
             {
-                debug!(%remote, "dropping message with mismatched SPIs/flags");
+                limited!(now, DEBUG, %remote, "dropping message with mismatched SPIs/flags");
                 self.stats.dropped_unknown_spi += 1;
                 return;
             }
@@ -978,7 +979,7 @@ impl Endpoint {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {
-                debug!(%remote, "dropping malformed IKE message: {e}");
+                limited!(now, DEBUG, %remote, "dropping malformed IKE message: {e}");
                 self.stats.dropped_malformed += 1;
                 return;
             }
@@ -2674,7 +2675,7 @@ impl Endpoint {
         }
         let p = parts(&msg.payloads);
         let (Some(props), Some((group, ke_data)), Some(ni)) = (p.sa, p.ke, p.nonce) else {
-            debug!(%remote, "IKE_SA_INIT request without SA/KE/Nonce");
+            limited!(now, DEBUG, %remote, "IKE_SA_INIT request without SA/KE/Nonce");
             self.stats.dropped_malformed += 1;
             return;
         };
@@ -2695,7 +2696,7 @@ impl Endpoint {
             // at most one info line per NO_MATCH_LOG_INTERVAL (a flood must not flood the log).
             self.stats.init_no_match += 1;
             self.no_match_unlogged += 1;
-            debug!(%remote, %local, "IKE_SA_INIT matches no connection: NO_PROPOSAL_CHOSEN");
+            limited!(now, DEBUG, %remote, %local, "IKE_SA_INIT matches no connection: NO_PROPOSAL_CHOSEN");
             if self
                 .no_match_logged
                 .is_none_or(|t| now.saturating_duration_since(t) >= NO_MATCH_LOG_INTERVAL)
@@ -2725,7 +2726,7 @@ impl Endpoint {
             let name = conns.first().map(|c| c.name.clone()).unwrap_or_default();
             let id = self.next_id;
             self.next_id += 1;
-            info!("received proposals from {remote} unacceptable");
+            limited!(now, INFO, "received proposals from {remote} unacceptable");
             info!("IKE_SA {name}[{id}] failed: NO_PROPOSAL_CHOSEN");
             self.respond_init_notify(h, local, remote, nt::NO_PROPOSAL_CHOSEN, Vec::new());
             self.events.push_back(Event::IkeSaClosed {
@@ -2738,7 +2739,7 @@ impl Endpoint {
         };
         if group != suite.dh.transform_id() {
             // RFC 7296 1.2: tell the initiator which group we want; keep no state.
-            debug!(%remote, "KE group {group} unacceptable, requesting {}", suite.dh.name());
+            limited!(now, DEBUG, %remote, "KE group {group} unacceptable, requesting {}", suite.dh.name());
             self.respond_init_notify(
                 h,
                 local,
@@ -2753,7 +2754,7 @@ impl Endpoint {
             return;
         };
         let Ok(g_ir) = kex.shared_secret(ke_data) else {
-            debug!(%remote, "invalid KE payload");
+            limited!(now, DEBUG, %remote, "invalid KE payload");
             self.stats.dropped_malformed += 1;
             return;
         };
@@ -3036,14 +3037,14 @@ impl Endpoint {
     // ---------------------------------------------------------------------------------------
     // Encrypted exchanges
 
-    fn count_open_error(&mut self, e: OpenError, remote: SocketAddr) {
+    fn count_open_error(&mut self, e: OpenError, now: Instant, remote: SocketAddr) {
         match e {
             OpenError::Malformed => {
-                debug!(%remote, "dropping malformed SK payload");
+                limited!(now, DEBUG, %remote, "dropping malformed SK payload");
                 self.stats.dropped_malformed += 1;
             }
             OpenError::Integrity => {
-                debug!(%remote, "dropping message with invalid ICV");
+                limited!(now, DEBUG, %remote, "dropping message with invalid ICV");
                 self.stats.dropped_integrity += 1;
             }
         }
@@ -3052,6 +3053,7 @@ impl Endpoint {
     fn open(
         &mut self,
         sa: &mut IkeSa,
+        now: Instant,
         data: &[u8],
         msg: &Message,
         remote: SocketAddr,
@@ -3064,7 +3066,7 @@ impl Endpoint {
         match sk::open(&keys.rx, data, msg) {
             Ok(p) => Some(p),
             Err(e) => {
-                self.count_open_error(e, remote);
+                self.count_open_error(e, now, remote);
                 None
             }
         }
@@ -3135,7 +3137,7 @@ impl Endpoint {
             if *last == mid && mid.wrapping_add(1) == sa.expected_req_id {
                 // A retransmitted request: verify it, then resend the cached answer (2.1).
                 let resp = resp.clone();
-                if self.open(sa, data, msg, remote).is_some() {
+                if self.open(sa, now, data, msg, remote).is_some() {
                     // The retransmission may come through a new NAT mapping: answer there.
                     sa.last_rx = now;
                     self.update_addrs(sa, local, remote);
@@ -3145,7 +3147,7 @@ impl Endpoint {
             }
         }
         if mid != sa.expected_req_id {
-            debug!(%remote, "dropping request with message ID {mid}, expected {}", sa.expected_req_id);
+            limited!(now, DEBUG, %remote, "dropping request with message ID {mid}, expected {}", sa.expected_req_id);
             self.stats.dropped_message_id += 1;
             return Outcome::Keep;
         }
@@ -3157,7 +3159,7 @@ impl Endpoint {
             self.stats.dropped_malformed += 1;
             return Outcome::Keep;
         }
-        let Some(payloads) = self.open(sa, data, msg, remote) else {
+        let Some(payloads) = self.open(sa, now, data, msg, remote) else {
             return Outcome::Keep;
         };
         sa.last_rx = now;
@@ -3165,7 +3167,7 @@ impl Endpoint {
         let exch = msg.header.exchange;
         if let Some(ptype) = critical_unknown(&payloads) {
             // RFC 7296 2.5: reject the whole message.
-            debug!(%remote, "unsupported critical payload {ptype}");
+            limited!(now, DEBUG, %remote, "unsupported critical payload {ptype}");
             self.respond(
                 sa,
                 exch,
@@ -3200,7 +3202,7 @@ impl Endpoint {
                 Outcome::Keep
             }
             _ => {
-                debug!(%remote, "unexpected exchange {exch} in state {:?}", sa.state);
+                limited!(now, DEBUG, %remote, "unexpected exchange {exch} in state {:?}", sa.state);
                 self.stats.dropped_unexpected += 1;
                 Outcome::Keep
             }
@@ -4306,11 +4308,11 @@ impl Endpoint {
             .as_ref()
             .is_some_and(|p| p.msg_id == mid && p.exchange == msg.header.exchange)
         {
-            debug!(%remote, "dropping unexpected response {mid}");
+            limited!(now, DEBUG, %remote, "dropping unexpected response {mid}");
             self.stats.dropped_message_id += 1;
             return Outcome::Keep;
         }
-        let Some(payloads) = self.open(sa, data, msg, remote) else {
+        let Some(payloads) = self.open(sa, now, data, msg, remote) else {
             return Outcome::Keep;
         };
         sa.last_rx = now;

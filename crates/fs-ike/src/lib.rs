@@ -12,6 +12,7 @@ pub mod endpoint;
 mod fragment;
 mod proposals;
 mod ratelimit;
+pub mod ratelog;
 mod sk;
 mod time;
 
