@@ -27,6 +27,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// The input being run (fallback loop), written to [`CRASH_FILE`] if the cap trips.
 static CURRENT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Inputs started by [`run_input`], reported when the cap trips.
+static EXECS: AtomicUsize = AtomicUsize::new(0);
 static CRASH_FILE: OnceLock<File> = OnceLock::new();
 static INIT: Once = Once::new();
 
@@ -76,7 +78,9 @@ fn die(what: &[u8], n: usize, limit_text: &[u8], limit: usize) -> ! {
     let _ = err.write_all(digits(n, &mut a));
     let _ = err.write_all(limit_text);
     let _ = err.write_all(digits(limit, &mut b));
-    let _ = err.write_all(b" (FUZZ_MALLOC_LIMIT_MB / FUZZ_RSS_LIMIT_MB)\n");
+    let _ = err.write_all(b" (FUZZ_MALLOC_LIMIT_MB / FUZZ_RSS_LIMIT_MB), at input #");
+    let _ = err.write_all(digits(EXECS.load(Ordering::Relaxed), &mut a));
+    let _ = err.write_all(b"\n");
     let ptr = CURRENT.load(Ordering::Relaxed);
     if let (Some(mut f), false) = (CRASH_FILE.get(), ptr.is_null()) {
         let len = CURRENT_LEN.load(Ordering::Relaxed);
@@ -155,6 +159,7 @@ pub fn set_crash_file(path: &Path) -> std::io::Result<()> {
 
 /// Run `target` on `data`, remembering the input for the cap's crash file.
 pub fn run_input(target: fn(&[u8]), data: &[u8]) {
+    EXECS.fetch_add(1, Ordering::Relaxed);
     CURRENT_LEN.store(data.len(), Ordering::Relaxed);
     CURRENT.store(data.as_ptr().cast_mut(), Ordering::Relaxed);
     target(data);

@@ -3,7 +3,8 @@
 //! under the same memory cap as the libFuzzer runs (`ferroswan_fuzz` crate doc).
 //!
 //! ```text
-//! fuzz_fallback [--seconds N] [--seed S] TARGET     seeds: fuzz/corpus/TARGET, fuzz/regressions/TARGET
+//! fuzz_fallback [--seconds N] [--seed S] [--corpus DIR]... TARGET
+//!                                 seeds: the DIRs, default fuzz/corpus/TARGET and fuzz/regressions/TARGET
 //! fuzz_fallback --replay TARGET FILE...             run inputs once (regressions)
 //! fuzz_fallback --write-seeds                       regenerate fuzz/corpus/* (committed)
 //! ```
@@ -21,10 +22,12 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn seeds(name: &str) -> Vec<Vec<u8>> {
+/// Every file in `dirs` (default: corpus/TARGET and regressions/TARGET), sorted per directory.
+fn seeds(name: &str, dirs: &[PathBuf]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for sub in ["corpus", "regressions"] {
-        let Ok(rd) = std::fs::read_dir(dir().join(sub).join(name)) else {
+    let default = ["corpus", "regressions"].map(|sub| dir().join(sub).join(name));
+    for d in if dirs.is_empty() { &default[..] } else { dirs } {
+        let Ok(rd) = std::fs::read_dir(d) else {
             continue;
         };
         let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -64,7 +67,10 @@ fn run_one(t: &Target, data: &[u8]) -> bool {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: fuzz_fallback [--seconds N] [--seed S] TARGET | --replay TARGET FILE...");
+    eprintln!(
+        "usage: fuzz_fallback [--seconds N] [--seed S] [--corpus DIR]... TARGET \
+         | --replay TARGET FILE... | --write-seeds"
+    );
     ExitCode::from(2)
 }
 
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
     init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mut seconds, mut seed, mut replay, mut rest) = (45u64, 1u64, false, Vec::new());
+    let mut dirs: Vec<PathBuf> = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -81,6 +88,10 @@ fn main() -> ExitCode {
             },
             "--seed" => match it.next().and_then(|s| s.parse().ok()) {
                 Some(n) => seed = n,
+                None => return usage(),
+            },
+            "--corpus" => match it.next() {
+                Some(d) => dirs.push(d.into()),
                 None => return usage(),
             },
             "--replay" => replay = true,
@@ -113,7 +124,7 @@ fn main() -> ExitCode {
     if let Err(e) = set_crash_file(&crash_file) {
         eprintln!("fallback: cannot create {}: {e}", crash_file.display());
     }
-    let corpus = seeds(t.name);
+    let corpus = seeds(t.name, &dirs);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let mut execs: u64 = 0;
