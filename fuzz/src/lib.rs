@@ -135,6 +135,13 @@ pub fn init() {
     });
 }
 
+/// Set both caps (bytes); for processes that drive the targets from outside, like the tests.
+pub fn set_limits(single: usize, total: usize) {
+    INIT.call_once(|| {});
+    SINGLE_LIMIT.store(single, Ordering::Relaxed);
+    TOTAL_LIMIT.store(total, Ordering::Relaxed);
+}
+
 /// The single-allocation cap in bytes.
 pub fn single_limit() -> usize {
     SINGLE_LIMIT.load(Ordering::Relaxed)

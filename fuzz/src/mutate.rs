@@ -8,7 +8,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -19,7 +19,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 }
@@ -48,13 +48,13 @@ fn one(rng: &mut Rng, buf: &mut Vec<u8>, corpus: &[Vec<u8>]) {
             buf[i] = if rng.below(2) == 0 {
                 BYTES[rng.below(BYTES.len())]
             } else {
-                rng.next() as u8
+                rng.next_u64() as u8
             };
         }
         2 => {
             let n = 1 + rng.below(8);
             for _ in 0..n {
-                buf.insert(at.min(buf.len()), rng.next() as u8);
+                buf.insert(at.min(buf.len()), rng.next_u64() as u8);
             }
         }
         3 if len > 0 => {
@@ -98,7 +98,7 @@ fn one(rng: &mut Rng, buf: &mut Vec<u8>, corpus: &[Vec<u8>]) {
             }
         }
         8 if len > 0 => buf.truncate(rng.below(len)),
-        _ => buf.push(rng.next() as u8),
+        _ => buf.push(rng.next_u64() as u8),
     }
 }
 

@@ -171,10 +171,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Named seed inputs.
+type Seeds = Vec<(String, Vec<u8>)>;
+
 /// Regenerate the committed seed corpora: real exchanges from the `fs_ike::fuzzing` pair,
 /// the example configurations, and a few ESP inputs.
 fn write_seeds() -> ExitCode {
-    let mut sets: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+    let mut sets: Vec<(&str, Seeds)> = vec![
         ("ike_endpoint", fs_ike::fuzzing::endpoint_seeds()),
         ("ike_message", fs_ike::fuzzing::message_seeds()),
     ];
