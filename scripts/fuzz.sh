@@ -25,6 +25,7 @@ SECS=${FUZZ_SECONDS:-45}
 ENGINE=${FUZZ_ENGINE:-auto}
 export FUZZ_MALLOC_LIMIT_MB=${FUZZ_MALLOC_LIMIT_MB:-1}
 export FUZZ_RSS_LIMIT_MB=${FUZZ_RSS_LIMIT_MB:-1024}
+WORKSPACE_TARGET_DIR=${CARGO_TARGET_DIR:-}
 # A target dir outside the clone survives fresh CI clones on the same machine (a cache only).
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferroswan/fuzz-target}
 TRIPLE=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -88,7 +89,8 @@ fi
 
 # --- the endpoint harness still reaches the exchange handlers (seeds authenticate, etc.) ---------
 echo "== cargo test -p fs-ike --features fuzzing --lib fuzzing"
-if ! (unset CARGO_TARGET_DIR; cargo test -q -p fs-ike --features fuzzing --lib fuzzing); then
+if ! (if [ -n "$WORKSPACE_TARGET_DIR" ]; then export CARGO_TARGET_DIR=$WORKSPACE_TARGET_DIR; else unset CARGO_TARGET_DIR; fi
+  cargo test -q -p fs-ike --features fuzzing --lib fuzzing); then
   echo "fuzz.sh: the fs-ike fuzzing harness self-test failed" >&2
   exit 1
 fi
