@@ -2,6 +2,7 @@
 # test.sh -- build and run every test of the workspace (unit tests + namespace interop tests).
 # Run as root on a fresh Debian/Ubuntu machine: sudo scripts/test.sh
 # Env: TEST_THREADS (default 3: interop tests run in parallel, each in its own namespaces),
+#      FUZZ=0 skips the fuzz targets, FUZZ_SECONDS sets their time per target (scripts/fuzz.sh),
 #      extra arguments are passed to the test binaries (e.g. scripts/test.sh ss_to_ss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,21 @@ fi
 if [ "${BENCH_SMOKE:-1}" != 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "== bench/run.sh (SMOKE=1)"
   SMOKE=1 NO_INSTALL=1 RESULTS="${TMPDIR:-/tmp}/ferroswan-bench-smoke.json" bench/run.sh
+fi
+
+# Fuzz targets (issue 9, item 11): each for FUZZ_SECONDS (default 45) under a memory cap, with
+# libFuzzer (installed by fuzz.sh) or, loudly, the seeded fallback loop. Skip with FUZZ=0.
+if [ "${FUZZ:-1}" != 0 ]; then
+  echo "== scripts/fuzz.sh (FUZZ_SECONDS=${FUZZ_SECONDS:-45} per target)"
+  set +e
+  scripts/fuzz.sh
+  frc=$?
+  set -e
+  if [ "$frc" -ne 0 ]; then
+    echo "fuzz.sh failed (exit $frc)"
+    echo "tests: $summary"
+    exit "$frc"
+  fi
 fi
 
 echo "tests: $summary"

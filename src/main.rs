@@ -1,5 +1,5 @@
 //! ferroswan: IKEv2/IPsec VPN gateway with a userspace ESP data plane over TUN.
-mod config;
+use ferroswan::config;
 mod control;
 mod daemon;
 mod failclosed;

@@ -4825,3 +4825,31 @@ impl Endpoint {
         )
     }
 }
+
+#[cfg(feature = "fuzzing")]
+impl Endpoint {
+    /// Fuzzing hook ([`crate::fuzzing`]): `seal` gets the send and receive ciphers, the RNG,
+    /// the header and the addresses of a message on `conn`'s newest keyed IKE SA (established
+    /// or not). `mid` maps the SA's next request message ID to the message ID to use and the
+    /// new next one (a request consumes its ID; a `response` answers the peer's ID).
+    pub(crate) fn fuzz_seal<R>(
+        &mut self,
+        conn: &str,
+        exch: u8,
+        mid: impl FnOnce(u32) -> (u32, u32),
+        response: bool,
+        seal: impl FnOnce(&Cipher, &Cipher, &mut dyn Rng, &Header, SocketAddr, SocketAddr) -> R,
+    ) -> Option<R> {
+        let sa = self
+            .sas
+            .values_mut()
+            .filter(|s| s.conn.name == conn && s.keys.is_some() && !s.superseded)
+            .max_by_key(|s| (s.state == State::Established, s.id))?;
+        let (mid, next) = mid(sa.next_req_id);
+        sa.next_req_id = next;
+        let h = Self::header(sa, exch, mid, response);
+        let keys = sa.keys.as_ref()?;
+        let rng = self.rng.as_mut();
+        Some(seal(&keys.tx, &keys.rx, rng, &h, sa.local, sa.remote))
+    }
+}

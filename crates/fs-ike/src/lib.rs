@@ -10,6 +10,8 @@ pub mod config;
 mod cookie;
 pub mod endpoint;
 mod fragment;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod proposals;
 mod ratelimit;
 pub mod ratelog;
