@@ -23,8 +23,9 @@
 //! a time: rtnetlink answers a route request in the sender's system call, so the answer is
 //! queued when `send` returns. `neli` would do the same job but is a second netlink stack: these
 //! two are the versions tun-rs already builds (through netconfig-rs), so no crate is added to
-//! the build. Answers are matched by sequence number (a stale one is skipped), read whole
-//! (`MSG_TRUNC` tells a truncated datagram) and decoded without panicking.
+//! the build. Requests are built with the crate's typed messages; answers are matched by
+//! sequence number (a stale one is skipped), read whole (`MSG_TRUNC` tells a truncated
+//! datagram) and read through the crate's checked buffer views, only the attributes needed.
 //!
 //! Privileges: the kernel checks `CAP_NET_ADMIN` on every change, for the sender and for the
 //! opener of the socket; the daemon keeps exactly that capability after
@@ -32,13 +33,13 @@
 //! need no capability.
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    parse_string, parse_u32, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlaBuffer, NlasIterator, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkMessageBuffer};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMessageBuffer, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{constants::NETLINK_ROUTE, Socket, SocketAddr};
@@ -159,8 +160,7 @@ impl Rtnl {
             mtu,
         };
         let msg = RouteNetlinkMessage::NewRoute(change_message(net, oif, mtu, Change::Replace));
-        self.exchange(&req, msg, CHANGE_FLAGS | NLM_F_CREATE | NLM_F_REPLACE)
-            .map(drop)
+        self.change(req, msg, NLM_F_CREATE | NLM_F_REPLACE)
     }
 
     /// `ip route del NET dev DEV`.
@@ -171,7 +171,7 @@ impl Rtnl {
             dev: dev.to_string(),
         };
         let msg = RouteNetlinkMessage::DelRoute(change_message(net, oif, None, Change::Delete));
-        self.exchange(&req, msg, CHANGE_FLAGS).map(drop)
+        self.change(req, msg, 0)
     }
 
     /// The interface the kernel would use to reach `dst` and its MTU: the route's MTU (a
@@ -184,12 +184,33 @@ impl Rtnl {
             RouteNetlinkMessage::GetRoute(get_route_message(dst)),
             NLM_F_REQUEST,
         )?;
-        let (oif, route_mtu) = route_answer(&req, answer)?;
+        let Answer::Route {
+            oif: Some(oif),
+            mtu: route_mtu,
+        } = answer
+        else {
+            return Err(RouteError::Missing {
+                req,
+                what: "output device",
+            });
+        };
         let req = Request::LinkByIndex { index: oif };
         let mut link = LinkMessage::default();
         link.header.index = oif;
         let answer = self.exchange(&req, RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)?;
-        let (dev, dev_mtu) = link_answer(&req, answer)?;
+        let (dev, dev_mtu) = match answer {
+            Answer::Link {
+                name: Some(name),
+                mtu: Some(mtu),
+                ..
+            } => (name, mtu),
+            _ => {
+                return Err(RouteError::Missing {
+                    req,
+                    what: "name and mtu",
+                })
+            }
+        };
         Ok((dev, route_mtu.map_or(dev_mtu, |r| r.min(dev_mtu))))
     }
 
@@ -202,7 +223,7 @@ impl Rtnl {
         link.attributes.push(LinkAttribute::IfName(dev.to_string()));
         let answer = self.exchange(&req, RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)?;
         match answer {
-            Some(RouteNetlinkMessage::NewLink(m)) if m.header.index != 0 => Ok(m.header.index),
+            Answer::Link { index, .. } if index != 0 => Ok(index),
             _ => Err(RouteError::Missing {
                 req,
                 what: "interface index",
@@ -210,14 +231,25 @@ impl Rtnl {
         }
     }
 
-    /// Send one request and read its answer: `None` for an acknowledgement, the message for a
-    /// lookup.
+    /// Send a change (with `flags` added to the request and acknowledgement flags) and wait
+    /// for its acknowledgement.
+    fn change(&self, req: Request, msg: RouteNetlinkMessage, flags: u16) -> Result<(), RouteError> {
+        match self.exchange(&req, msg, CHANGE_FLAGS | flags)? {
+            Answer::Ack => Ok(()),
+            other => Err(RouteError::BadAnswer {
+                req,
+                why: format!("{other:?} instead of an acknowledgement"),
+            }),
+        }
+    }
+
+    /// Send one request and read its answer.
     fn exchange(
         &self,
         req: &Request,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> Result<Option<RouteNetlinkMessage>, RouteError> {
+    ) -> Result<Answer, RouteError> {
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
         let bytes = encode(msg, flags, seq);
@@ -352,109 +384,118 @@ fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
     buf
 }
 
-/// Look for the answer to `seq` in one datagram: `Some(None)` for an acknowledgement,
-/// `Some(Some(msg))` for a message, `None` when the datagram holds only other answers.
-fn scan(
-    req: &Request,
-    mut data: &[u8],
-    seq: u32,
-) -> Result<Option<Option<RouteNetlinkMessage>>, RouteError> {
+/// An answer, reduced to what the requests here read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// `NLMSG_ERROR` with code 0.
+    Ack,
+    /// `RTM_NEWROUTE`: output interface and route MTU (`RTAX_MTU`, 0 read as none).
+    Route { oif: Option<u32>, mtu: Option<u32> },
+    /// `RTM_NEWLINK`: index, name and MTU.
+    Link {
+        index: u32,
+        name: Option<String>,
+        mtu: Option<u32>,
+    },
+}
+
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWROUTE: u16 = 24;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const RTA_OIF: u16 = 4;
+const RTA_METRICS: u16 = 8;
+const RTAX_MTU: u16 = 2;
+
+/// Look for the answer to `seq` in one datagram (`None` when it holds only other answers).
+///
+/// Answers are read through the crates' checked buffer views, taking only the attributes
+/// needed: a full decode of a link message fails or warns whenever the kernel adds a field the
+/// crate does not know yet (`IFLA_INET6_CONF` grows with new kernels), which must not break
+/// routing.
+fn scan(req: &Request, mut data: &[u8], seq: u32) -> Result<Option<Answer>, RouteError> {
     let bad = |why: String| RouteError::BadAnswer {
         req: req.clone(),
         why,
     };
     while !data.is_empty() {
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(data)
-            .map_err(|e| bad(e.to_string()))?;
-        let len = usize::try_from(msg.header.length).unwrap_or(usize::MAX);
-        if len < 16 {
-            return Err(bad(format!("message length {len}")));
-        }
+        // Checked: header present, 16 <= length <= data.len().
+        let nl = NetlinkBuffer::new_checked(data).map_err(|e| bad(e.to_string()))?;
+        let (kind, their_seq, payload) = (nl.message_type(), nl.sequence_number(), nl.payload());
+        let len = usize::try_from(nl.length()).unwrap_or(usize::MAX);
         // Messages are aligned on 4 bytes within a datagram.
-        let next = len.saturating_add(3) & !3;
-        data = data.get(next..).unwrap_or_default();
-        if msg.header.sequence_number != seq {
+        data = data.get(len.saturating_add(3) & !3..).unwrap_or_default();
+        if their_seq != seq {
             continue;
         }
-        match msg.payload {
-            NetlinkPayload::Error(e) => {
-                return match e.code {
-                    None => Ok(Some(None)),
+        return match kind {
+            NLMSG_ERROR => {
+                let e = ErrorBuffer::new_checked(payload).map_err(|e| bad(e.to_string()))?;
+                match e.code() {
+                    None => Ok(Some(Answer::Ack)),
                     Some(code) => Err(RouteError::Refused {
                         req: req.clone(),
                         source: io::Error::from_raw_os_error(code.get().saturating_abs()),
                     }),
                 }
             }
-            NetlinkPayload::InnerMessage(m) => return Ok(Some(Some(m))),
-            NetlinkPayload::Done(_) => return Err(bad("end of dump".into())),
-            _ => continue,
-        }
+            RTM_NEWROUTE => route_answer(payload).map(Some).map_err(bad),
+            RTM_NEWLINK => link_answer(payload).map(Some).map_err(bad),
+            NLMSG_NOOP | NLMSG_OVERRUN => continue,
+            NLMSG_DONE => Err(bad("end of dump".into())),
+            other => Err(bad(format!("message type {other}"))),
+        };
     }
     Ok(None)
 }
 
-/// Output interface and route MTU of an `RTM_GETROUTE` answer.
-fn route_answer(
-    req: &Request,
-    answer: Option<RouteNetlinkMessage>,
-) -> Result<(u32, Option<u32>), RouteError> {
-    let Some(RouteNetlinkMessage::NewRoute(m)) = answer else {
-        return Err(RouteError::Missing {
-            req: req.clone(),
-            what: "route",
-        });
-    };
-    let mut oif = None;
-    let mut mtu = None;
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Metrics(ms) => {
-                for x in ms {
-                    if let RouteMetric::Mtu(v) = x {
-                        mtu = Some(*v).filter(|v| *v > 0);
+fn u32_of(nla: &NlaBuffer<&[u8]>) -> Result<u32, String> {
+    parse_u32(nla.value()).map_err(|e| e.to_string())
+}
+
+/// Output interface and route MTU of an `RTM_NEWROUTE` answer.
+fn route_answer(payload: &[u8]) -> Result<Answer, String> {
+    let m = RouteMessageBuffer::new_checked(payload).map_err(|e| e.to_string())?;
+    let (mut oif, mut mtu) = (None, None);
+    for nla in m.attributes() {
+        let nla = nla.map_err(|e| e.to_string())?;
+        match nla.kind() {
+            RTA_OIF => oif = Some(u32_of(&nla)?),
+            RTA_METRICS => {
+                for x in NlasIterator::new(nla.value()) {
+                    let x = x.map_err(|e| e.to_string())?;
+                    if x.kind() == RTAX_MTU {
+                        mtu = Some(u32_of(&x)?).filter(|v| *v > 0);
                     }
                 }
             }
             _ => {}
         }
     }
-    let oif = oif.ok_or_else(|| RouteError::Missing {
-        req: req.clone(),
-        what: "output device",
-    })?;
-    Ok((oif, mtu))
+    Ok(Answer::Route { oif, mtu })
 }
 
-/// Name and MTU of an `RTM_GETLINK` answer.
-fn link_answer(
-    req: &Request,
-    answer: Option<RouteNetlinkMessage>,
-) -> Result<(String, u32), RouteError> {
-    let Some(RouteNetlinkMessage::NewLink(m)) = answer else {
-        return Err(RouteError::Missing {
-            req: req.clone(),
-            what: "link",
-        });
-    };
-    let mut name = None;
-    let mut mtu = None;
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => name = Some(n.clone()),
-            LinkAttribute::Mtu(v) => mtu = Some(*v),
+/// Index, name and MTU of an `RTM_NEWLINK` answer.
+fn link_answer(payload: &[u8]) -> Result<Answer, String> {
+    let m = LinkMessageBuffer::new_checked(payload).map_err(|e| e.to_string())?;
+    let (mut name, mut mtu) = (None, None);
+    for nla in m.attributes() {
+        let nla = nla.map_err(|e| e.to_string())?;
+        match nla.kind() {
+            IFLA_IFNAME => name = Some(parse_string(nla.value()).map_err(|e| e.to_string())?),
+            IFLA_MTU => mtu = Some(u32_of(&nla)?),
             _ => {}
         }
     }
-    let missing = |what| RouteError::Missing {
-        req: req.clone(),
-        what,
-    };
-    Ok((
-        name.ok_or_else(|| missing("name"))?,
-        mtu.ok_or_else(|| missing("mtu"))?,
-    ))
+    Ok(Answer::Link {
+        index: m.link_index(),
+        name,
+        mtu,
+    })
 }
 
 #[cfg(test)]
