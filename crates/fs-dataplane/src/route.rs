@@ -47,9 +47,12 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 
 /// Largest answer read (a link message with its statistics is a few KiB).
 const RECV_BUF: usize = 32 * 1024;
+/// How long to wait for an answer (the kernel answers within the request's system call).
+const RECV_TIMEOUT_SECS: libc::time_t = 5;
 /// Datagrams read for one request before giving up (stale answers are skipped).
 const MAX_DATAGRAMS: usize = 16;
 
@@ -145,6 +148,24 @@ impl Rtnl {
         sock.bind_auto().map_err(RouteError::Socket)?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(RouteError::Socket)?;
+        // The control thread must not hang on an answer that never comes.
+        let tv = libc::timeval {
+            tv_sec: RECV_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt on an open socket with a pointer to a timeval and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(RouteError::Socket(io::Error::last_os_error()));
+        }
         Ok(Self {
             sock,
             seq: Cell::new(0),

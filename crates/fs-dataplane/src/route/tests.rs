@@ -306,3 +306,30 @@ fn requests_print_as_the_ip_commands() {
     };
     assert_eq!(del.to_string(), "ip route del fd00::/64 dev fs0");
 }
+
+/// Lookups work without privileges in the current namespace; the socket has a receive timeout.
+#[test]
+fn loopback_lookup_and_receive_timeout() {
+    let nl = Rtnl::open().unwrap();
+    let (dev, mtu) = nl.egress_mtu("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(dev, "lo");
+    assert!(mtu > 0);
+    assert_eq!(nl.ifindex("lo").unwrap(), 1);
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: getsockopt on an open socket into a timeval of the given size.
+    let rc = unsafe {
+        libc::getsockopt(
+            nl.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of_mut!(tv).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert_eq!(tv.tv_sec, RECV_TIMEOUT_SECS);
+}
