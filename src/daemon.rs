@@ -62,15 +62,55 @@ struct InstalledChild {
 /// How often the control thread reads per-SA inbound counters (DPD liveness).
 const ACTIVITY_POLL: Duration = Duration::from_secs(1);
 
-/// Route reference counts towards the TUN device.
+/// Route reference counts towards the TUN device, changed over one rtnetlink socket.
 struct Routes {
     dev: String,
+    /// Opened on the first change (after the privilege drop: `CAP_NET_ADMIN` is enough), and
+    /// again after a socket error or an unreadable answer.
+    nl: Option<route::Rtnl>,
     refs: HashMap<IpNet, usize>,
     /// Route MTU set on each installed route (None: the device's).
     mtus: HashMap<IpNet, Option<u32>>,
 }
 
 impl Routes {
+    fn new(dev: String) -> Self {
+        Routes {
+            dev,
+            nl: None,
+            refs: HashMap::new(),
+            mtus: HashMap::new(),
+        }
+    }
+
+    /// Run `f` on the socket, opening it if needed; drop it when it failed (not when the
+    /// kernel refused a request), so the next change starts on a fresh one.
+    fn with_nl<T>(
+        nl: &mut Option<route::Rtnl>,
+        f: impl FnOnce(&route::Rtnl) -> Result<T, route::RouteError>,
+    ) -> Result<T, route::RouteError> {
+        let sock = match nl {
+            Some(s) => s,
+            None => nl.insert(route::Rtnl::open()?),
+        };
+        let r = f(sock);
+        if matches!(
+            r,
+            Err(route::RouteError::Socket(_) | route::RouteError::BadAnswer { .. })
+        ) {
+            *nl = None;
+        }
+        r
+    }
+
+    /// `route::egress_mtu` on the routes' socket when it is open.
+    fn egress_mtu(&self, dst: std::net::IpAddr) -> Result<(String, u32), route::RouteError> {
+        match &self.nl {
+            Some(nl) => nl.egress_mtu(dst),
+            None => route::egress_mtu(dst),
+        }
+    }
+
     /// Take a reference on the route for `net`; installs it on the first one, and (re)sets
     /// its MTU when `mtu` is given and differs (the CHILD_SA's suite/encap determine it).
     fn add(&mut self, net: IpNet, mtu: Option<u32>) {
@@ -78,7 +118,7 @@ impl Routes {
         *c += 1;
         let first = *c == 1;
         if first || (mtu.is_some() && self.mtus.get(&net) != Some(&mtu)) {
-            match route::replace_mtu(net, &self.dev, mtu) {
+            match Self::with_nl(&mut self.nl, |nl| nl.replace_mtu(net, &self.dev, mtu)) {
                 Ok(()) => {
                     self.mtus.insert(net, mtu);
                     match mtu {
@@ -96,7 +136,7 @@ impl Routes {
             if *c == 0 {
                 self.refs.remove(&net);
                 self.mtus.remove(&net);
-                if let Err(e) = route::delete(net, &self.dev) {
+                if let Err(e) = Self::with_nl(&mut self.nl, |nl| nl.delete(net, &self.dev)) {
                     debug!("cannot remove route {net}: {e}");
                 }
             }
@@ -105,7 +145,7 @@ impl Routes {
     fn remove_all(&mut self) {
         self.mtus.clear();
         for (net, _) in self.refs.drain() {
-            let _ = route::delete(net, &self.dev);
+            let _ = Self::with_nl(&mut self.nl, |nl| nl.delete(net, &self.dev));
         }
     }
 }
@@ -230,11 +270,7 @@ pub fn run(cfg: FileConfig, control_override: Option<PathBuf>) -> i32 {
 
     let mut d = Daemon {
         endpoint: Endpoint::new(cfg.ike.clone(), Box::new(fs_crypto::SystemRng)),
-        routes: Routes {
-            dev: dp.tun_name().to_string(),
-            refs: HashMap::new(),
-            mtus: HashMap::new(),
-        },
+        routes: Routes::new(dp.tun_name().to_string()),
         dp,
         cfg,
         pending_up: Vec::new(),
@@ -919,7 +955,9 @@ impl Daemon {
     /// Route MTU for a CHILD_SA's remote selectors: the egress MTU towards the peer minus the
     /// overhead of its negotiated suite and encapsulation, at most the TUN MTU, at least 576.
     fn child_mtu(&self, c: &ChildSa) -> u32 {
-        let path = route::egress_mtu(c.remote.ip())
+        let path = self
+            .routes
+            .egress_mtu(c.remote.ip())
             .map(|(_, m)| m)
             .unwrap_or(crate::config::DEFAULT_PATH_MTU);
         fs_esp::tunnel_mtu(path, c.encr, c.integ, c.remote.is_ipv6(), c.udp_encap)

@@ -1,9 +1,10 @@
 //! Least privilege for `ferroswan run`: once the fail-closed table, the TUN device and the
 //! sockets exist (and before any thread is spawned: Linux keeps capabilities per thread),
 //! the daemon keeps only what it needs at run time and cannot gain more:
-//! - capabilities: only `CAP_NET_ADMIN` (routes towards the TUN device, changed as SAs come
-//!   and go) in the effective, permitted, inheritable and ambient sets; every other one is
-//!   also dropped from the bounding set, so the `ip` commands it runs get no more either;
+//! - capabilities: only `CAP_NET_ADMIN` (routes towards the TUN device, changed over rtnetlink
+//!   as SAs come and go) in the effective, permitted, inheritable and ambient sets; every
+//!   other one is also dropped from the bounding set, so the `nft` commands it runs get no
+//!   more either;
 //! - `no_new_privs`: no exec can raise privileges (setuid binaries, file capabilities);
 //! - optionally `[daemon] user`: switch to that user and its group (supplementary groups
 //!   cleared), keeping `CAP_NET_ADMIN` across the switch.
@@ -78,7 +79,8 @@ pub fn drop_privileges(user: Option<&str>) -> io::Result<()> {
     caps::set(None, CapSet::Effective, &keep).map_err(|e| caps_err("effective set", e))?;
     caps::set(None, CapSet::Inheritable, &keep).map_err(|e| caps_err("inheritable set", e))?;
     caps::set(None, CapSet::Permitted, &keep).map_err(|e| caps_err("permitted set", e))?;
-    // Ambient: the `ip` commands keep CAP_NET_ADMIN also when we are not root.
+    // Ambient: the `nft` commands keep CAP_NET_ADMIN also when we are not root (routes go
+    // over rtnetlink from this process: the effective set is enough for them).
     caps::set(None, CapSet::Ambient, &keep).map_err(|e| caps_err("ambient set", e))?;
     // SAFETY: prctl with plain integer arguments.
     check(
