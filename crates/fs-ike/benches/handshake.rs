@@ -395,14 +395,13 @@ fn rekey_child<M: Measurement>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-/// (3) The cheap-drop path: a well-formed header for an IKE SPI the endpoint does not hold.
-fn drop_unknown_spi<M: Measurement>(c: &mut Criterion<M>) {
-    let now = Instant::now();
+/// An established pair and a datagram B drops as one for an unknown IKE SPI: a real message
+/// of the SA (A's next request, a CREATE_CHILD_SA) with the responder SPI changed, so B drops
+/// it on the header check, before any payload is parsed. Returns B's (local, remote) too.
+fn unknown_spi_setup(now: Instant) -> (Pair, Vec<u8>, SocketAddr, SocketAddr) {
     let mut p = Pair::new(Setup::new(DhGroup::Curve25519), 0, now);
     p.handshake();
     p.check_one_child();
-    // A real message of the established SA (A's next request, a CREATE_CHILD_SA) with the
-    // responder SPI changed: B drops it on the header check, before any payload is parsed.
     let spi = *p.children(0).first().expect("child");
     p.a.rekey_child(now, spi).expect("CHILD_SA");
     let mut t = p.a.poll_transmit().expect("a CREATE_CHILD_SA request");
@@ -411,7 +410,7 @@ fn drop_unknown_spi<M: Measurement>(c: &mut Criterion<M>) {
     if let Some(b) = t.data.get_mut(8..16) {
         b.copy_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
     }
-    let (local, remote): (SocketAddr, SocketAddr) = (t.remote, t.local);
+    let (local, remote) = (t.remote, t.local);
     let before = p.b.stats().dropped_unknown_spi;
     p.b.handle_datagram(now, local, remote, &t.data);
     assert_eq!(
@@ -420,6 +419,14 @@ fn drop_unknown_spi<M: Measurement>(c: &mut Criterion<M>) {
         "not dropped as unknown"
     );
     assert!(p.b.poll_transmit().is_none(), "answered an unknown SPI");
+    (p, t.data, local, remote)
+}
+
+/// (3) The cheap-drop path: a well-formed header for an IKE SPI the endpoint does not hold.
+fn drop_unknown_spi<M: Measurement>(c: &mut Criterion<M>) {
+    let now = Instant::now();
+    let (mut p, data, local, remote) = unknown_spi_setup(now);
+    let before = p.b.stats().dropped_unknown_spi;
     // Every measured call must have taken the same path (counted, never answered). The count
     // also holds when a filter leaves this benchmark out (no runs).
     let mut runs = 0u64;
@@ -427,17 +434,39 @@ fn drop_unknown_spi<M: Measurement>(c: &mut Criterion<M>) {
     g.bench_function("unknown_spi", |bch| {
         bch.iter(|| {
             runs += 1;
-            p.b.handle_datagram(now, local, remote, black_box(&t.data))
+            p.b.handle_datagram(now, local, remote, black_box(&data))
         })
     });
     g.finish();
     assert!(p.b.poll_transmit().is_none(), "answered an unknown SPI");
     assert_eq!(
         p.b.stats().dropped_unknown_spi,
-        before + 1 + runs,
+        before + runs,
         "not dropped as unknown"
     );
     p.check_one_child();
+}
+
+/// A pair whose responder demands a COOKIE, and A's first IKE_SA_INIT request, which B has
+/// answered once with N(COOKIE) and no state. Returns B's (local, remote) too.
+fn cookie_request_setup(now: Instant) -> (Pair, Vec<u8>, SocketAddr, SocketAddr) {
+    let s = Setup {
+        cookie_threshold: 0,
+        ..Setup::new(DhGroup::Curve25519)
+    };
+    let mut p = Pair::new(s, 1, now);
+    p.a.initiate(now, "s2s", None).expect("connection s2s");
+    let req = p.a.poll_transmit().expect("IKE_SA_INIT request");
+    let (local, remote) = (req.remote, req.local);
+    p.b.handle_datagram(now, local, remote, &req.data);
+    let answer = p.b.poll_transmit().expect("a COOKIE answer");
+    assert!(
+        answer.data.len() < req.data.len(),
+        "not a bare COOKIE answer"
+    );
+    assert_eq!(p.b.stats().cookies_sent, 1);
+    assert_eq!(p.b.stats().half_open, 0, "state kept for a cookie request");
+    (p, req.data, local, remote)
 }
 
 /// (4) The responder with `cookie_threshold = 0`: the stateless COOKIE answer to an
@@ -457,18 +486,7 @@ fn cookie<M: Measurement>(c: &mut Criterion<M>) {
     assert_eq!(p.b.stats().cookies_accepted, 1);
 
     // One IKE_SA_INIT request, answered again and again with N(COOKIE) and no state.
-    let mut p = Pair::new(s, 1, now);
-    p.a.initiate(now, "s2s", None).expect("connection s2s");
-    let req = p.a.poll_transmit().expect("IKE_SA_INIT request");
-    let (local, remote) = (req.remote, req.local);
-    p.b.handle_datagram(now, local, remote, &req.data);
-    let answer = p.b.poll_transmit().expect("a COOKIE answer");
-    assert!(
-        answer.data.len() < req.data.len(),
-        "not a bare COOKIE answer"
-    );
-    assert_eq!(p.b.stats().cookies_sent, 1);
-    assert_eq!(p.b.stats().half_open, 0, "state kept for a cookie request");
+    let (mut p, req, local, remote) = cookie_request_setup(now);
 
     // Every measured call must have been answered with a COOKIE, keeping no state.
     let (mut runs, mut answered) = (0u64, 0u64);
@@ -476,7 +494,7 @@ fn cookie<M: Measurement>(c: &mut Criterion<M>) {
     g.bench_function("ike_sa_init_answer", |bch| {
         bch.iter(|| {
             runs += 1;
-            p.b.handle_datagram(now, local, remote, black_box(&req.data));
+            p.b.handle_datagram(now, local, remote, black_box(&req));
             answered += u64::from(p.b.poll_transmit().is_some());
         })
     });
@@ -515,7 +533,71 @@ criterion_group! {
 }
 criterion_group!(wall, handshake, rekey_child, drop_unknown_spi, cookie);
 
+/// `FS_BENCH_COUNT=<scenario>:<n>`: no criterion; set the scenario up, run its measured step
+/// `n` times and exit. Under `valgrind --tool=cachegrind`, the instructions of `n = 10` minus
+/// those of `n = 0`, divided by 10, are the instructions of one step: a figure that does not
+/// depend on what else the machine runs (see bench/README.md). Handshakes count the creation
+/// and drop of the two endpoints too.
+fn count_mode(spec: &str) {
+    let (name, n) = spec.split_once(':').unwrap_or((spec, "10"));
+    let n: u64 = n.parse().expect("FS_BENCH_COUNT=<scenario>:<n>");
+    let now = Instant::now();
+    let handshakes = |s: Setup| {
+        for seed in 0..n {
+            let mut p = Pair::new(s, seed, now);
+            p.handshake();
+            p.check_one_child();
+        }
+    };
+    let rekeys = |pfs: Option<DhGroup>| {
+        let s = Setup {
+            pfs,
+            ..Setup::new(DhGroup::Curve25519)
+        };
+        let mut p = Pair::new(s, 0, now);
+        p.handshake();
+        for _ in 0..n {
+            p.rekey();
+        }
+        p.check_one_child();
+    };
+    match name {
+        "handshake-x25519" => handshakes(Setup::new(DhGroup::Curve25519)),
+        "handshake-ecp256" => handshakes(Setup::new(DhGroup::Ecp256)),
+        "handshake-modp2048" => handshakes(Setup::new(DhGroup::Modp2048)),
+        "cookie-handshake-x25519" => handshakes(Setup {
+            cookie_threshold: 0,
+            ..Setup::new(DhGroup::Curve25519)
+        }),
+        "rekey-no-pfs" => rekeys(None),
+        "rekey-pfs-x25519" => rekeys(Some(DhGroup::Curve25519)),
+        "drop-unknown-spi" => {
+            let (mut p, data, local, remote) = unknown_spi_setup(now);
+            for _ in 0..n {
+                p.b.handle_datagram(now, local, remote, black_box(&data));
+            }
+            assert!(p.b.poll_transmit().is_none(), "answered an unknown SPI");
+        }
+        "cookie-answer" => {
+            let (mut p, req, local, remote) = cookie_request_setup(now);
+            for _ in 0..n {
+                p.b.handle_datagram(now, local, remote, black_box(&req));
+                assert!(p.b.poll_transmit().is_some(), "not answered");
+            }
+        }
+        _ => panic!(
+            "unknown scenario {name:?}: handshake-x25519, handshake-ecp256, handshake-modp2048, \
+             cookie-handshake-x25519, rekey-no-pfs, rekey-pfs-x25519, drop-unknown-spi, \
+             cookie-answer"
+        ),
+    }
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("FS_BENCH_COUNT") {
+        count_mode(&spec.to_string_lossy());
+        return;
+    }
     if wall_time() {
         wall();
     } else {
