@@ -42,6 +42,12 @@ if [ "$rc" -ne 0 ]; then
   exit "$rc"
 fi
 
+# The in-process IKE benchmark, each case once (its setup checks fail on a broken handshake).
+if [ "$rc" -eq 0 ]; then
+  echo "== cargo test -p fs-ike --bench handshake (smoke)"
+  cargo test -q -p fs-ike --bench handshake > /dev/null
+fi
+
 # The throughput benchmark in smoke mode: checks that every case (plain, strongSwan, ferroswan,
 # mixed) runs and that the tunnels carry ESP only. Numbers are not asserted. Skip with BENCH_SMOKE=0.
 if [ "${BENCH_SMOKE:-1}" != 0 ] && [ "$(id -u)" -eq 0 ]; then

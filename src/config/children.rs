@@ -23,6 +23,13 @@ pub(super) fn parse(
                 "at least one traffic selector is required",
             ));
         }
+        // The TS payload counts its selectors in one octet (RFC 7296 3.13).
+        if v.len() > 255 {
+            return Err(ctx.err(
+                format!("{cp}.{field}"),
+                format!("at most 255 traffic selectors (got {})", v.len()),
+            ));
+        }
         v.iter()
             .enumerate()
             .map(|(i, s)| {

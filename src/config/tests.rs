@@ -1049,3 +1049,31 @@ fn daemon_fail_closed_and_user() {
         assert!(e.contains("daemon.user"), "{e}");
     }
 }
+
+#[test]
+fn at_most_255_selectors() {
+    let list = |n: usize| {
+        let v: Vec<String> = (0..n)
+            .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))
+            .collect();
+        format!("[{}]", v.join(", "))
+    };
+    let c = GOOD.replace(
+        "local_ts = [\"192.168.1.0/24\"]",
+        &format!("local_ts = {}", list(255)),
+    );
+    assert_ne!(c, GOOD, "GOOD has no local_ts line to replace");
+    assert_eq!(
+        p(&c).unwrap().ike.connections[0].children[0].local_ts.len(),
+        255
+    );
+    let c = GOOD.replace(
+        "local_ts = [\"192.168.1.0/24\"]",
+        &format!("local_ts = {}", list(256)),
+    );
+    let e = err(&c);
+    assert!(
+        e.contains("local_ts: at most 255 traffic selectors (got 256)"),
+        "{e}"
+    );
+}
