@@ -70,14 +70,14 @@ impl Identity {
     /// Build from the wire (type, data). Never fails: unknown or malformed becomes `Other`.
     pub fn from_wire(t: u8, data: &[u8]) -> Identity {
         match t {
-            id_type::IPV4_ADDR if data.len() == 4 => {
-                Identity::Ipv4(Ipv4Addr::new(data[0], data[1], data[2], data[3]))
-            }
-            id_type::IPV6_ADDR if data.len() == 16 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(data);
-                Identity::Ipv6(Ipv6Addr::from(o))
-            }
+            id_type::IPV4_ADDR if data.len() == 4 => match <[u8; 4]>::try_from(data) {
+                Ok(o) => Identity::Ipv4(Ipv4Addr::from(o)),
+                Err(_) => Identity::Other(t, data.to_vec()),
+            },
+            id_type::IPV6_ADDR if data.len() == 16 => match <[u8; 16]>::try_from(data) {
+                Ok(o) => Identity::Ipv6(Ipv6Addr::from(o)),
+                Err(_) => Identity::Other(t, data.to_vec()),
+            },
             id_type::FQDN => match std::str::from_utf8(data) {
                 Ok(s) => Identity::Fqdn(s.to_string()),
                 Err(_) => Identity::Other(t, data.to_vec()),
@@ -113,6 +113,23 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn address_identities_from_wire() {
+        assert_eq!(
+            Identity::from_wire(id_type::IPV4_ADDR, &[192, 0, 2, 7]),
+            Identity::Ipv4(Ipv4Addr::new(192, 0, 2, 7))
+        );
+        let v6: Ipv6Addr = "2001:db8::9".parse().unwrap();
+        assert_eq!(
+            Identity::from_wire(id_type::IPV6_ADDR, &v6.octets()),
+            Identity::Ipv6(v6)
+        );
+        assert_eq!(
+            Identity::from_wire(id_type::IPV4_ADDR, &[1, 2, 3]),
+            Identity::Other(id_type::IPV4_ADDR, vec![1, 2, 3])
+        );
+    }
+
     #[test]
     fn config_forms() {
         assert_eq!(

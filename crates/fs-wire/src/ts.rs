@@ -46,10 +46,23 @@ impl TrafficSelector {
 
     /// The whole IPv4 or IPv6 space.
     pub fn any(v6: bool) -> Self {
-        if v6 {
-            Self::from_net("::/0".parse().expect("static"))
+        let (start, end) = if v6 {
+            (
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+            )
         } else {
-            Self::from_net("0.0.0.0/0".parse().expect("static"))
+            (
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V4(Ipv4Addr::BROADCAST),
+            )
+        };
+        TrafficSelector {
+            start,
+            end,
+            protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
         }
     }
 
@@ -240,5 +253,17 @@ mod tests {
         assert!(!tcp80.matches("192.168.2.1".parse().unwrap(), 17, Some(80)));
         assert!(!tcp80.matches("192.168.2.1".parse().unwrap(), 6, Some(81)));
         assert_eq!(tcp80.to_string(), "192.168.2.0/24[6/80]");
+    }
+
+    #[test]
+    fn any_is_the_whole_prefix() {
+        assert_eq!(
+            TrafficSelector::any(false),
+            TrafficSelector::from_net("0.0.0.0/0".parse().unwrap())
+        );
+        assert_eq!(
+            TrafficSelector::any(true),
+            TrafficSelector::from_net("::/0".parse().unwrap())
+        );
     }
 }

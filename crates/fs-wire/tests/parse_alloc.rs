@@ -1,6 +1,16 @@
 //! Issue 9: parsing a datagram allocates in proportion to its bytes, whatever its count fields
 //! say. A counting allocator (per thread, so parallel tests do not disturb each other) records
 //! the peak of live heap bytes while `Message::parse` runs on hostile shapes.
+#![allow(
+    unsafe_code,
+    reason = "a counting GlobalAlloc is an unsafe impl; fs-wire's library stays forbid(unsafe_code)"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
 use fs_wire::ike::{
     exchange, flags, payload_type as pt, Header, Message, WireError, HEADER_LEN, IKE_VERSION,
     MAX_PAYLOADS,
