@@ -25,12 +25,17 @@ const MODP2048_P_HEX: &str = "\
 /// Bytes of the MODP private exponent (512 bits, well above twice the ~112-bit group strength).
 const MODP_EXP_LEN: usize = 64;
 
+// The hex constant above is valid (the group tests parse it); a failure is a build defect.
+#[allow(clippy::expect_used)]
 fn modp2048_p() -> &'static BigUint {
     static P: OnceLock<BigUint> = OnceLock::new();
     P.get_or_init(|| BigUint::parse_bytes(MODP2048_P_HEX.as_bytes(), 16).expect("valid constant"))
 }
 
 /// Big-endian, left-padded to `len` bytes (`v` < 2^(8*len)).
+// Every caller passes a value reduced modulo the 2048-bit prime with `len` = 256, so
+// `bytes.len() <= len`.
+#[allow(clippy::indexing_slicing)]
 fn to_fixed_be(v: &BigUint, len: usize) -> Zeroizing<Vec<u8>> {
     let bytes = Zeroizing::new(v.to_bytes_be());
     let mut out = Zeroizing::new(vec![0u8; len]);
@@ -82,13 +87,15 @@ impl KeyExchange {
                     };
                     let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
                     // Uncompressed SEC1 point 0x04 || x || y; the KE payload carries x || y.
-                    let p = public.as_ref();
-                    if p.len() != 65 || p[0] != 0x04 {
+                    let [0x04, xy @ ..] = public.as_ref() else {
+                        return Err(CryptoError::Backend);
+                    };
+                    if xy.len() != 64 {
                         return Err(CryptoError::Backend);
                     }
                     return Ok(KeyExchange {
                         group,
-                        public: p[1..].to_vec(),
+                        public: xy.to_vec(),
                         private,
                     });
                 }

@@ -123,6 +123,8 @@ fn split_ike_sa_keys(
     seed.extend_from_slice(&spi_r.to_be_bytes());
     let km = prf.prf_plus(skeyseed, &seed, 3 * p + 2 * a + 2 * e);
     let mut off = 0;
+    // `km` is exactly 3p + 2a + 2e bytes and the seven takes below add up to that.
+    #[allow(clippy::indexing_slicing)]
     let mut take = |n: usize| {
         let k = Secret::from_slice(&km[off..off + n]);
         off += n;

@@ -59,6 +59,8 @@ impl IntegAlg {
     }
 
     /// The truncated HMAC (ICV) of `data`.
+    // The ICV is a truncation: `icv_len()` (16/24/32) is half the HMAC output (32/48/64).
+    #[allow(clippy::indexing_slicing)]
     pub fn compute(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         let key = hmac::Key::new(self.hmac_alg(), key);
         hmac::sign(&key, data).as_ref()[..self.icv_len()].to_vec()

@@ -77,10 +77,10 @@ fn parse_common(s: &str, kind: &'static str) -> Result<Parsed, ProposalError> {
             }
         }
     }
-    if p.encr.is_empty() {
+    let Some(first) = p.encr.first() else {
         return Err(ProposalError::NoEncryption(s.to_string()));
-    }
-    let aead = p.encr[0].is_aead();
+    };
+    let aead = first.is_aead();
     if p.encr.iter().any(|e| e.is_aead() != aead) {
         return Err(ProposalError::MixedAead(s.to_string()));
     }
@@ -103,7 +103,8 @@ pub(crate) fn parse_ike(s: &str) -> Result<IkeProposal, ProposalError> {
     if p.dh.is_empty() {
         return Err(ProposalError::NoDhGroup(s.to_string()));
     }
-    if p.encr[0].is_aead() {
+    // parse_common returns at least one encryption transform.
+    if p.encr.first().is_some_and(|e| e.is_aead()) {
         p.integ.clear();
     }
     Ok(IkeProposal {
@@ -116,7 +117,8 @@ pub(crate) fn parse_ike(s: &str) -> Result<IkeProposal, ProposalError> {
 
 pub(crate) fn parse_esp(s: &str) -> Result<EspProposal, ProposalError> {
     let mut p = parse_common(s, "ESP")?;
-    if p.encr[0].is_aead() {
+    // parse_common returns at least one encryption transform.
+    if p.encr.first().is_some_and(|e| e.is_aead()) {
         p.integ.clear();
     }
     if p.esn.is_empty() {

@@ -16,6 +16,7 @@ pub struct TestRng(rand_chacha::ChaCha20Rng);
 
 // IMPLEMENTATION: fs-crypto owner (see DESIGN.md).
 impl Rng for SystemRng {
+    #[allow(clippy::expect_used)] // deliberate: abort rather than key material from zeros
     fn fill(&mut self, dest: &mut [u8]) {
         // aws-lc's RNG does not fail in practice; abort loudly rather than use zeros.
         aws_lc_rs::rand::fill(dest).expect("system RNG failure");

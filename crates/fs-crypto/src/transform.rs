@@ -198,6 +198,8 @@ impl Transform {
     /// Encrypt `buf[aad_len + iv_len .. len - icv_len]` in place and write the ICV into the last
     /// `icv_len` bytes. The IV must already be in place. The plaintext length must already be a
     /// multiple of `block_len()`.
+    // Every range below lies within `buf`: `layout` checked len >= aad + iv + icv above.
+    #[allow(clippy::indexing_slicing)]
     pub fn seal(
         &self,
         buf: &mut [u8],
@@ -240,6 +242,8 @@ impl Transform {
 
     /// Verify the ICV (constant time) and decrypt in place. Returns the plaintext range in `buf`.
     /// On failure `buf` may be partly modified and must be dropped.
+    // Every range below lies within `buf`: `layout` checked len >= aad + iv + icv above.
+    #[allow(clippy::indexing_slicing)]
     pub fn open(
         &self,
         buf: &mut [u8],
@@ -290,6 +294,8 @@ fn aead_nonce(salt: &[u8; SALT_LEN], iv: &[u8]) -> Nonce {
 
 /// The AEAD AAD: the header bytes as they are, or with ESN SPI || seq_hi || seq_lo
 /// (RFC 4106 5, RFC 7634 2.1). `head` is 8 bytes when `esn_high` is set (checked by `layout`).
+// `head` is 8 bytes whenever `esn_high` is set: `layout` rejects any other AAD length with ESN.
+#[allow(clippy::indexing_slicing)]
 fn aead_aad<'a>(head: &'a [u8], esn_high: Option<u32>, scratch: &'a mut [u8; 12]) -> &'a [u8] {
     match esn_high {
         None => head,
