@@ -2,6 +2,12 @@
 //! aws-lc-rs AEAD seal of the same size so the ESP overhead is visible.
 //!
 //! `cargo bench -p fs-esp -- --warm-up-time 1 --measurement-time 2`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benchmark code"
+)]
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use fs_crypto::{EncrAlg, IntegAlg};

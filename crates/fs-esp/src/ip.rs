@@ -26,6 +26,9 @@ pub const IPV6_MIN_MTU: usize = 1280;
 /// Largest IPv4 ICMP error we emit (RFC 1812 4.3.2.3).
 pub const IPV4_ICMP_ERROR_MAX: usize = 576;
 
+// Callers are the checked views below: `at + 1` lies within the header their `new_checked`
+// (or `upper_layer`'s `off + 8 <= end` test) verified.
+#[allow(clippy::indexing_slicing)]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -36,6 +39,8 @@ pub struct Ipv4Packet<'a> {
     buf: &'a [u8],
 }
 
+// Every accessor reads within the header and `total_len` bounds checked by `new_checked`.
+#[allow(clippy::indexing_slicing)]
 impl<'a> Ipv4Packet<'a> {
     /// Validate version, IHL and total length against the buffer (trailing bytes allowed).
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, EspError> {
@@ -129,6 +134,9 @@ pub struct UpperLayer {
     pub first_fragment: bool,
 }
 
+// Every accessor reads within the fixed header and payload length checked by `new_checked`;
+// `upper_layer` tests each extension header against `total_len` before reading it.
+#[allow(clippy::indexing_slicing)]
 impl<'a> Ipv6Packet<'a> {
     /// Validate version and payload length against the buffer (trailing bytes allowed).
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, EspError> {
@@ -299,9 +307,11 @@ impl PacketInfo {
 pub fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Fold early so the sum never overflows, whatever the input size.
-        sum = (sum & 0xffff) + (sum >> 16);
+        if let &[hi, lo] = c {
+            sum = sum.wrapping_add(u32::from(u16::from_be_bytes([hi, lo])));
+            // Fold early so the sum never overflows, whatever the input size.
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
     }
     if let [b] = chunks.remainder() {
         sum = sum.wrapping_add(u32::from(*b) << 8);
@@ -332,6 +342,9 @@ fn is_icmpv4_error(t: u8) -> bool {
 /// `mtu`, quoting as much of `orig` as fits in 576 bytes. Returns the reply length in `out`.
 /// `Malformed` if `orig` is not IPv4, is a non-first fragment or an ICMP error itself;
 /// `BufferTooSmall` if `out` cannot hold the reply.
+// `out` is cut to `total` after the length check and every offset is below it; `quote` is at
+// most `total_len`, which `new_checked` verified against `orig`.
+#[allow(clippy::indexing_slicing)]
 pub fn icmpv4_frag_needed(
     orig: &[u8],
     mtu: u16,
@@ -384,6 +397,9 @@ pub fn icmpv4_frag_needed(
 /// `orig`, from `src` to `orig`'s source, announcing `mtu`, quoting as much of `orig` as fits
 /// in 1280 bytes. Returns the reply length in `out`. `Malformed` if `orig` is not IPv6 or is an
 /// ICMPv6 error message itself; `BufferTooSmall` if `out` cannot hold the reply.
+// `out` is cut to `total` after the length check and every offset is below it; `quote` is at
+// most `total_len`, which `new_checked` verified against `orig`.
+#[allow(clippy::indexing_slicing)]
 pub fn icmpv6_packet_too_big(
     orig: &[u8],
     mtu: u32,

@@ -116,7 +116,7 @@ impl ReplayWindow {
             return Err(Replay);
         }
         let (w, b) = self.pos(full);
-        if self.words[w] & (1 << b) != 0 {
+        if self.words.get(w).is_some_and(|word| word & (1 << b) != 0) {
             Err(Replay)
         } else {
             Ok(())
@@ -148,13 +148,17 @@ impl ReplayWindow {
             } else {
                 for i in 1..=diff {
                     let idx = ((old_word + i) % nwords) as usize;
-                    self.words[idx] = 0;
+                    if let Some(word) = self.words.get_mut(idx) {
+                        *word = 0; // always: idx < nwords
+                    }
                 }
             }
             self.top = full;
         }
         let (w, b) = self.pos(full);
-        self.words[w] |= 1 << b;
+        if let Some(word) = self.words.get_mut(w) {
+            *word |= 1 << b; // always: pos() reduces modulo the ring length
+        }
         Ok(())
     }
 }

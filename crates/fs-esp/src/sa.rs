@@ -208,7 +208,8 @@ impl OutboundSa {
     ) -> Result<usize, EspError> {
         let total = self.fits(inner, out)?; // before taking a sequence number
         let seq = self.reserve(1)?;
-        self.seal_with(seq, inner, next_header, &mut out[..total])
+        let out = out.get_mut(..total).ok_or(EspError::BufferTooSmall)?; // fits() checked it
+        self.seal_with(seq, inner, next_header, out)
     }
 
     /// The ESP packet length for `inner`, if `out` can hold it.
@@ -247,7 +248,8 @@ impl OutboundSa {
         if seq == 0 || seq > self.seq.load(Relaxed) {
             return Err(EspError::SeqExhausted); // not reserved
         }
-        self.seal_with(seq, inner, next_header, &mut out[..total])
+        let out = out.get_mut(..total).ok_or(EspError::BufferTooSmall)?; // fits() checked it
+        self.seal_with(seq, inner, next_header, out)
     }
 
     /// Wait until every range reserved before the one starting at `first` is finished
@@ -279,6 +281,9 @@ impl OutboundSa {
     }
 
     /// Build the packet with sequence number `seq` in `out` (exactly `encapsulated_len`).
+    // Every range lies within `out`: callers slice it to `fits()`, which is `encapsulated_len`
+    // (header + IV + inner + padding + 2 + ICV).
+    #[allow(clippy::indexing_slicing)]
     fn seal_with(
         &self,
         seq: u64,
@@ -410,15 +415,19 @@ impl InboundSa {
             return Err(EspError::Malformed);
         }
         let ct_len = pkt.len() - hdr - iv_len - icv_len;
-        // Block lengths are powers of two (16); a mask keeps the 1.80 MSRV (no is_multiple_of).
+        // Block lengths are powers of two (16): a mask tests the multiple.
         if self.cbc && ct_len & (self.transform.block_len() - 1) != 0 {
             return Err(EspError::Malformed);
         }
-        let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
+        // Never taken: the length check above covers the 8-byte header.
+        let Some(&[s0, s1, s2, s3, q0, q1, q2, q3]) = pkt.first_chunk::<8>() else {
+            return Err(EspError::Malformed);
+        };
+        let spi = u32::from_be_bytes([s0, s1, s2, s3]);
         if spi != self.spi {
             return Err(EspError::WrongSpi);
         }
-        let seq_low = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let seq_low = u32::from_be_bytes([q0, q1, q2, q3]);
         let seq = self.window().check(seq_low).map_err(|_| EspError::Replay)?;
         let esn_high = self.esn.then_some((seq >> 32) as u32);
         let plain = self
@@ -429,18 +438,24 @@ impl InboundSa {
                 CryptoError::InvalidBuffer(_) | CryptoError::NotBlockAligned => EspError::Malformed,
                 _ => EspError::Crypto,
             })?;
-        if plain.len() < 2 || plain.end > pkt.len() {
+        // The trailer (pad length, next header): the last two plaintext bytes.
+        let trailer = match plain.end.checked_sub(2) {
+            Some(t) if plain.len() >= 2 => pkt.get(t..plain.end),
+            _ => None,
+        };
+        let Some(&[pad_len, next_header]) = trailer else {
             return Err(EspError::Malformed);
-        }
+        };
         self.window().update(seq).map_err(|_| EspError::Replay)?;
 
-        let pad_len = usize::from(pkt[plain.end - 2]);
-        let next_header = pkt[plain.end - 1];
+        let pad_len = usize::from(pad_len);
         if pad_len + 2 > plain.len() {
             return Err(EspError::BadPadding);
         }
         let inner_end = plain.end - 2 - pad_len;
-        let padding_ok = pkt[inner_end..plain.end - 2]
+        let padding_ok = pkt
+            .get(inner_end..plain.end - 2)
+            .unwrap_or_default()
             .iter()
             .enumerate()
             .all(|(i, &b)| usize::from(b) == i + 1);
