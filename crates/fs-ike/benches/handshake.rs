@@ -19,6 +19,12 @@
 //! builds wall time counts the time the thread waits for a core (the same code measured twice
 //! by wall time here differed by up to 2x). `FS_BENCH_WALL_TIME=1` measures wall time instead,
 //! under group names ending in `@wall` so the two are never compared with each other.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benchmark code"
+)]
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use fs_crypto::proposal::{EspProposal, IkeProposal};

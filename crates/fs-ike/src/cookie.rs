@@ -123,6 +123,8 @@ pub(crate) struct Binding<'a> {
     pub spi_i: u64,
 }
 
+// A SHA-256 digest is 32 bytes; the cookie keeps its first HASH_LEN (16).
+#[allow(clippy::indexing_slicing)]
 fn hash(secret: &Secret, b: &Binding) -> [u8; HASH_LEN] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(b.ni);
@@ -212,14 +214,17 @@ impl DosGuard {
         if cookie.len() != COOKIE_LEN {
             return false;
         }
-        let version = u32::from_be_bytes([cookie[0], cookie[1], cookie[2], cookie[3]]);
+        let Some((version, mac)) = cookie.split_first_chunk::<4>() else {
+            return false;
+        };
+        let version = u32::from_be_bytes(*version);
         let s = self.rotate(now, limits.cookie_secret_lifetime, rng);
         let secret = if s.current.version == version {
             Some(&s.current)
         } else {
             s.previous.as_ref().filter(|p| p.version == version)
         };
-        secret.is_some_and(|k| ct_eq(&hash(k, b), &cookie[4..]))
+        secret.is_some_and(|k| ct_eq(&hash(k, b), mac))
     }
 
     /// Decide on an IKE_SA_INIT request from `ip` that is not a retransmission.

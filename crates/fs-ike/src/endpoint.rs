@@ -2927,8 +2927,8 @@ impl Endpoint {
         if let Some(n) = msg.notify(nt::INVALID_KE_PAYLOAD) {
             let g = n
                 .data
-                .get(..2)
-                .and_then(|b| fs_crypto::DhGroup::from_wire(u16::from_be_bytes([b[0], b[1]])));
+                .first_chunk::<2>()
+                .and_then(|b| fs_crypto::DhGroup::from_wire(u16::from_be_bytes(*b)));
             let cur = sa.kex.as_ref().map(|k| k.group());
             match g {
                 Some(g)
@@ -4348,8 +4348,8 @@ impl Endpoint {
     fn requested_group(payloads: &[Payload]) -> Option<DhGroup> {
         notify_data(payloads, nt::INVALID_KE_PAYLOAD)
             .first()
-            .and_then(|b| b.get(..2))
-            .and_then(|b| DhGroup::from_wire(u16::from_be_bytes([b[0], b[1]])))
+            .and_then(|b| b.first_chunk::<2>())
+            .and_then(|b| DhGroup::from_wire(u16::from_be_bytes(*b)))
     }
 
     fn on_create_child_response(

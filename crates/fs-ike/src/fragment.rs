@@ -309,7 +309,7 @@ impl FragState {
             .iter()
             .position(|s| s.response == response && s.msg_id == mid)
         {
-            Some(i) if self.sets[i].total == total => i,
+            Some(i) if self.sets.get(i).is_some_and(|s| s.total == total) => i,
             found => {
                 if let Some(i) = found {
                     // 2.6: a higher Total Fragments (the sender re-fragmented, e.g. with a

@@ -20,6 +20,9 @@
 //!   ID ahead (out of window).
 //!
 //! [`endpoint_seeds`] and [`message_seeds`] give seed inputs made from real exchanges.
+// Test support (the `fuzzing` feature is enabled only by fuzz/, never by the daemon): it
+// drives two in-process endpoints with inputs it builds itself, like the unit tests do.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 use crate::config::{ChildConfig, Config, ConnConfig, RetransmitConfig};
 use crate::{sk, Endpoint, Event, Transmit};
 use fs_crypto::proposal::{EspProposal, IkeProposal};
