@@ -168,7 +168,6 @@ impl Transform {
     }
 
     /// Check the layout; returns the end of the ciphertext (start of the ICV).
-    #[allow(clippy::manual_is_multiple_of)] // keep the workspace MSRV (1.80)
     fn layout(
         &self,
         len: usize,
@@ -189,7 +188,8 @@ impl Transform {
             ));
         }
         let ct_end = len - self.icv_len();
-        if (ct_end - aad_len - self.iv_len()) % self.block_len() != 0 {
+        // block_len() is 16 (CBC) or 1 (AEAD), never 0.
+        if !(ct_end - aad_len - self.iv_len()).is_multiple_of(self.block_len()) {
             return Err(CryptoError::NotBlockAligned);
         }
         Ok(ct_end)
