@@ -83,9 +83,7 @@ pub fn drop_privileges(user: Option<&str>) -> io::Result<()> {
     // over rtnetlink from this process: the effective set is enough for them).
     caps::set(None, CapSet::Ambient, &keep).map_err(|e| caps_err("ambient set", e))?;
     // SAFETY: prctl with plain integer arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        "PR_SET_NO_NEW_PRIVS",
-    )?;
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(rc, "PR_SET_NO_NEW_PRIVS")?;
     Ok(())
 }
