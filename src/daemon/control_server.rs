@@ -138,7 +138,7 @@ impl Daemon {
             Request::Status => {
                 let _ = m.reply.send(Response {
                     ok: true,
-                    status: Some(self.status_json(now)),
+                    status: Some(self.status_report(now)),
                     ..Default::default()
                 });
             }
