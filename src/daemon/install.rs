@@ -29,43 +29,8 @@ pub(super) const ACTIVITY_POLL: Duration = Duration::from_secs(1);
 
 impl Daemon {
     pub(super) fn install_child(&mut self, c: ChildSa) {
-        use fs_ike::config::fs_esp_mode::Mode as IkeMode;
-        let mode = match c.mode {
-            IkeMode::Tunnel => fs_esp::Mode::Tunnel,
-            IkeMode::Transport => fs_esp::Mode::Transport,
-        };
-        if mode == fs_esp::Mode::Transport {
-            warn!("CHILD_SA {}{{{}}}: transport mode is not supported by the TUN data plane; packets will be dropped", c.conn, c.child);
-        }
-        let mk = |k: &fs_ike::SaKeys, window: u32| fs_esp::SaConfig {
-            spi: k.spi,
-            encr: c.encr,
-            integ: c.integ,
-            encr_key: k.encr_key.duplicate(),
-            integ_key: k.integ_key.duplicate(),
-            mode,
-            replay_window: window,
-            esn: c.esn,
-        };
-        let out = match fs_esp::OutboundSa::new(&mk(&c.outbound, 0)) {
-            Ok(sa) => Arc::new(sa),
-            Err(e) => {
-                error!(
-                    "CHILD_SA {}{{{}}}: cannot create outbound SA: {e}",
-                    c.conn, c.child
-                );
-                return;
-            }
-        };
-        let inb = match fs_esp::InboundSa::new(&mk(&c.inbound, c.replay_window)) {
-            Ok(sa) => Arc::new(sa),
-            Err(e) => {
-                error!(
-                    "CHILD_SA {}{{{}}}: cannot create inbound SA: {e}",
-                    c.conn, c.child
-                );
-                return;
-            }
+        let Some((out, inb)) = esp_sas(&c) else {
+            return;
         };
         let policy = Policy::new(
             &c.conn,
@@ -288,6 +253,49 @@ impl Daemon {
             self.dp.tables().set_peer_remote(c.spi_in, remote);
         }
     }
+}
+
+/// The outbound and inbound ESP SAs of a CHILD_SA (None, logged, if either cannot be made).
+fn esp_sas(c: &ChildSa) -> Option<(Arc<fs_esp::OutboundSa>, Arc<fs_esp::InboundSa>)> {
+    use fs_ike::config::fs_esp_mode::Mode as IkeMode;
+    let mode = match c.mode {
+        IkeMode::Tunnel => fs_esp::Mode::Tunnel,
+        IkeMode::Transport => fs_esp::Mode::Transport,
+    };
+    if mode == fs_esp::Mode::Transport {
+        warn!("CHILD_SA {}{{{}}}: transport mode is not supported by the TUN data plane; packets will be dropped", c.conn, c.child);
+    }
+    let mk = |k: &fs_ike::SaKeys, window: u32| fs_esp::SaConfig {
+        spi: k.spi,
+        encr: c.encr,
+        integ: c.integ,
+        encr_key: k.encr_key.duplicate(),
+        integ_key: k.integ_key.duplicate(),
+        mode,
+        replay_window: window,
+        esn: c.esn,
+    };
+    let out = match fs_esp::OutboundSa::new(&mk(&c.outbound, 0)) {
+        Ok(sa) => Arc::new(sa),
+        Err(e) => {
+            error!(
+                "CHILD_SA {}{{{}}}: cannot create outbound SA: {e}",
+                c.conn, c.child
+            );
+            return None;
+        }
+    };
+    let inb = match fs_esp::InboundSa::new(&mk(&c.inbound, c.replay_window)) {
+        Ok(sa) => Arc::new(sa),
+        Err(e) => {
+            error!(
+                "CHILD_SA {}{{{}}}: cannot create inbound SA: {e}",
+                c.conn, c.child
+            );
+            return None;
+        }
+    };
+    Some((out, inb))
 }
 
 /// The data-plane counters of one CHILD_SA for [`Endpoint::note_child_counters`] (the
