@@ -4,6 +4,7 @@ mod control;
 mod daemon;
 mod failclosed;
 mod privs;
+mod status;
 
 use clap::{Parser, Subcommand};
 use control::{Request, Response};
@@ -221,11 +222,12 @@ fn main() -> ExitCode {
                 eprintln!("ferroswan: {}", r.error.as_deref().unwrap_or("failed"));
                 return ExitCode::from(1);
             }
-            let st = r.status.unwrap_or_default();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-            } else {
-                print!("{}", control::format_status(&st));
+            match (r.status, json) {
+                (Some(st), true) => println!("{}", st.to_json_pretty()),
+                (Some(st), false) => print!("{}", status::format_status(&st)),
+                // never sent by the daemon; printed as before the report was typed
+                (None, true) => println!("null"),
+                (None, false) => print!("{}", status::format_status(&Default::default())),
             }
             ExitCode::SUCCESS
         }
