@@ -78,15 +78,13 @@ SWANCTL=${SWANCTL:-/usr/sbin/swanctl}
 PSK="fsbench-$RANDOM$RANDOM-psk-0123456789abcdef"
 
 # ---------------------------------------------------------------- topology constants
-NS_HA=fsb-hostA; NS_GA=fsb-gwA; NS_GB=fsb-gwB; NS_HB=fsb-hostB
-ALL_NS="$NS_HA $NS_GA $NS_GB $NS_HB"
-HA_IP=192.168.1.10; GA_IN=192.168.1.1; HB_IP=192.168.2.10; GB_IN=192.168.2.1
-GA_OUT=100.1.1.1;   GB_OUT=200.2.2.2
+# shellcheck source=scripts/lib/topo.sh
+. "$ROOT/scripts/lib/topo.sh"   # nsx, topo_vars, topo_create, topo_delete
+topo_vars fsb
 PORT=5201
 
 log()  { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 die()  { log "ERROR: $*"; exit 2; }
-nsx()  { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 has_word() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: needs root (network namespaces): sudo $0" >&2; exit 2; }
@@ -170,28 +168,7 @@ topo_up() {
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
     ip netns del "$ns" || true
   done
-  for ns in $ALL_NS; do
-    ip netns add "$ns"; nsx "$ns" ip link set lo up
-    nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  done
-  ip link add ha0 netns $NS_HA type veth peer name ga-in netns $NS_GA
-  ip link add ga-out netns $NS_GA type veth peer name gb-out netns $NS_GB   # the "internet"
-  ip link add hb0 netns $NS_HB type veth peer name gb-in netns $NS_GB
-  nsx $NS_HA ip addr add $HA_IP/24 dev ha0
-  nsx $NS_GA ip addr add $GA_IN/24 dev ga-in
-  nsx $NS_GA ip addr add $GA_OUT/32 peer $GB_OUT/32 dev ga-out
-  nsx $NS_GB ip addr add $GB_OUT/32 peer $GA_OUT/32 dev gb-out
-  nsx $NS_GB ip addr add $GB_IN/24 dev gb-in
-  nsx $NS_HB ip addr add $HB_IP/24 dev hb0
-  local pair
-  for pair in "$NS_HA ha0" "$NS_GA ga-in" "$NS_GA ga-out" "$NS_GB gb-out" "$NS_GB gb-in" "$NS_HB hb0"; do
-    set -- $pair; nsx "$1" ip link set "$2" up
-  done
-  nsx $NS_HA ip route add default via $GA_IN
-  nsx $NS_HB ip route add default via $GB_IN
-  for ns in $NS_GA $NS_GB; do
-    nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-  done
+  topo_create
 }
 # clear: the gateways route the private nets to each other in clear (plain baseline).
 routes_clear() {

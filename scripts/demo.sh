@@ -15,9 +15,9 @@ cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: needs root (network namespaces): sudo $0" >&2; exit 1; }
 
-NS_HA=fsdemo-hostA; NS_GA=fsdemo-gwA; NS_GB=fsdemo-gwB; NS_HB=fsdemo-hostB
-HA_IP=192.168.1.10; GA_IN=192.168.1.1; HB_IP=192.168.2.10; GB_IN=192.168.2.1
-GA_OUT=100.1.1.1; GB_OUT=200.2.2.2
+# shellcheck source=scripts/lib/topo.sh
+. "$ROOT/scripts/lib/topo.sh"
+topo_vars fsdemo
 STATE=/tmp/fsdemo
 CONF_A=${CONF_A:-$ROOT/examples/site-to-site/gw-a.toml}
 CONF_B=${CONF_B:-$ROOT/examples/site-to-site/gw-b.toml}
@@ -25,7 +25,6 @@ BIN=${FERROSWAN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ferroswan}
 PIDS=()
 
 log() { echo "[demo $(date +%H:%M:%S)] $*" >&2; }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 cleanup() {
   local rc=$?
@@ -42,7 +41,7 @@ cleanup() {
   if [ $rc -ne 0 ]; then
     for f in "$STATE"/gw*.log; do [ -f "$f" ] && { echo "----- tail $f"; tail -20 "$f"; }; done >&2
   fi
-  for ns in $NS_HA $NS_GA $NS_GB $NS_HB; do ip netns del "$ns" 2>/dev/null; done
+  topo_delete
   [ -n "${KEEP:-}" ] || rm -rf "$STATE"
   exit $rc
 }
@@ -59,28 +58,8 @@ done
 # 2. topology
 log "building the topology (namespaces fsdemo-*)"
 rm -rf "$STATE"; mkdir -p "$STATE"
-for ns in $NS_HA $NS_GA $NS_GB $NS_HB; do
-  ip netns del "$ns" 2>/dev/null || true
-  ip netns add "$ns"; nsx "$ns" ip link set lo up
-  nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
-done
-ip link add ha0 netns $NS_HA type veth peer name ga-in netns $NS_GA
-ip link add ga-out netns $NS_GA type veth peer name gb-out netns $NS_GB
-ip link add hb0 netns $NS_HB type veth peer name gb-in netns $NS_GB
-nsx $NS_HA ip addr add $HA_IP/24 dev ha0
-nsx $NS_GA ip addr add $GA_IN/24 dev ga-in
-nsx $NS_GA ip addr add $GA_OUT/32 peer $GB_OUT/32 dev ga-out
-nsx $NS_GB ip addr add $GB_OUT/32 peer $GA_OUT/32 dev gb-out
-nsx $NS_GB ip addr add $GB_IN/24 dev gb-in
-nsx $NS_HB ip addr add $HB_IP/24 dev hb0
-for pair in "$NS_HA ha0" "$NS_GA ga-in" "$NS_GA ga-out" "$NS_GB gb-out" "$NS_GB gb-in" "$NS_HB hb0"; do
-  set -- $pair; nsx "$1" ip link set "$2" up
-done
-nsx $NS_HA ip route add default via $GA_IN
-nsx $NS_HB ip route add default via $GB_IN
-for ns in $NS_GA $NS_GB; do
-  nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-done
+topo_delete
+topo_create
 if nsx $NS_HA ping -c 1 -W 1 $HB_IP >/dev/null 2>&1; then
   echo "demo.sh: hostB reachable without a tunnel?!" >&2; exit 1
 fi

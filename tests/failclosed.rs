@@ -8,12 +8,8 @@
 //! which proves that the capture and its filter would see a leak.
 //! Needs root, tcpdump, tshark, nft (scripts/install-deps.sh); SKIPs without them unless CI.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::*;
 
 const GCM: &str = "aes256gcm16";
 /// Inner addresses of both families, as a tshark display filter.

@@ -9,16 +9,12 @@
 //! half-open table stayed at its limits, gwB's RSS grew by less than 50 MB, gwB is alive.
 //! Prerequisites and cleanup as in tests/interop.rs.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const MAX_DATAGRAMS: u64 = 50_000;
 const MAX_FLOOD: Duration = Duration::from_secs(9);

@@ -5,9 +5,7 @@
 //! and the capture must show SKF payloads (type 53) from both peers and no IP fragments.
 //! Needs what tests/interop.rs needs, plus `nft` (scripts/install-deps.sh).
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use std::time::Duration;
 use Impl::{Ferroswan as FS, StrongSwan as SS};
 

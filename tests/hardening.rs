@@ -10,14 +10,10 @@
 //!
 //! Needs root, strongSwan's tools, tshark (prerequisites as in tests/interop.rs).
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
-use support::*;
 
 const GCM: &str = "aes256gcm16";
 /// CAP_NET_ADMIN is capability 12.

@@ -15,16 +15,12 @@
 //! counted as drops (`ike_counters` in `status --json`: dropped_unknown_spi,
 //! dropped_malformed). Prints RSS before/peak/after.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Datagrams per (shape, size, header, port).
 const PER_CASE: usize = 200;

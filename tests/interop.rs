@@ -5,9 +5,7 @@
 //! Each test has its own namespaces (`fs-<tag>-<pid>-*`), so they run in parallel.
 //! `FS_TEST_KEEP=1` keeps /tmp/ferroswan-tests/<prefix>/ (configs, logs, pcaps).
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use std::time::Duration;
 use Impl::{Ferroswan as FS, StrongSwan as SS};
 

@@ -4,12 +4,8 @@
 //! fd02::1) next to their IPv4 addresses; one CHILD_SA carries both families.
 //! Prerequisites and cleanup as in tests/interop.rs.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::time::{Duration, Instant};
-use support::*;
 use Impl::{Ferroswan as FS, StrongSwan as SS};
 
 const T: Duration = Duration::from_secs(5);

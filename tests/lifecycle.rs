@@ -4,9 +4,7 @@
 //! (10-20 s) so that every test sees its rekeys within ~40 s; the tests run in parallel.
 //! Same prerequisites as tests/interop.rs (root, strongSwan, tcpdump, tshark).
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -4,13 +4,9 @@
 //! datagrams are sent from gwA's namespace to gwB only. Prerequisites and cleanup as in
 //! tests/interop.rs; namespace tag "lim".
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(5);
 

@@ -5,12 +5,8 @@
 //! and hostA's DF pings are refused above 1335 (ICMP frag-needed) and pass at 1335.
 //! Prerequisites and cleanup as in tests/interop.rs.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::time::Duration;
-use support::*;
 
 const GCM: &str = "aes256gcm16";
 const LINK_MTU: u32 = 1400;

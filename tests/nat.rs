@@ -15,9 +15,7 @@
 //! Prerequisites: those of tests/interop.rs plus `nft` and `conntrack`
 //! (scripts/install-deps.sh installs both).
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

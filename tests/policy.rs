@@ -6,12 +6,8 @@
 //! and the capture on gwA's outside link sees it (`harness_detects_cleartext` in
 //! tests/interop.rs shows that capture does see cleartext on this topology).
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(5);
 const GCM: &str = "aes256gcm16";

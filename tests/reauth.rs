@@ -3,9 +3,7 @@
 //! back through a trap policy on the next packet). ferroswan is gwA (initiator of the
 //! tunnel), strongSwan gwB. Same prerequisites as tests/interop.rs.
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -5,14 +5,10 @@
 //! `ferroswan status --json`, and the tunnel must still carry pings.
 //! Prerequisites and cleanup as in tests/interop.rs.
 
-mod common;
-mod support;
-
-use common::*;
+use fs_testbed::*;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(5);
 

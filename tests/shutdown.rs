@@ -2,9 +2,7 @@
 //! once (well before any DPD could notice), and the daemon exits 0 with its TUN and routes gone.
 //! Needs root, strongSwan and tshark (see scripts/install-deps.sh); SKIPs without them unless CI.
 
-mod common;
-
-use common::*;
+use fs_testbed::*;
 use std::time::{Duration, Instant};
 
 /// ferroswan initiator (gwA) <-> strongSwan responder (gwB); SIGTERM to ferroswan.
