@@ -3,8 +3,8 @@
 //! as JSON (`ferroswan status --json`). Field names and value formats are those of fs-ike's
 //! [`IkeSaInfo`] / [`ChildSaInfo`] (the namespace tests parse them): SPIs are hex strings on
 //! the wire (`"c0000001"`), numbers in here.
-use fs_ike::config::fs_esp_mode::Mode;
 use fs_ike::{ChildSaInfo, IkeSaInfo};
+use fs_wire::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -257,12 +257,8 @@ impl Daemon {
 
 /// The outbound and inbound ESP SAs of a CHILD_SA (None, logged, if either cannot be made).
 fn esp_sas(c: &ChildSa) -> Option<(Arc<fs_esp::OutboundSa>, Arc<fs_esp::InboundSa>)> {
-    use fs_ike::config::fs_esp_mode::Mode as IkeMode;
-    let mode = match c.mode {
-        IkeMode::Tunnel => fs_esp::Mode::Tunnel,
-        IkeMode::Transport => fs_esp::Mode::Transport,
-    };
-    if mode == fs_esp::Mode::Transport {
+    let mode = c.mode;
+    if mode == fs_wire::Mode::Transport {
         warn!("CHILD_SA {}{{{}}}: transport mode is not supported by the TUN data plane; packets will be dropped", c.conn, c.child);
     }
     let mk = |k: &fs_ike::SaKeys, window: u32| fs_esp::SaConfig {

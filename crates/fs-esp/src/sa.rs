@@ -21,12 +21,7 @@ use std::sync::atomic::{
 };
 use std::sync::Mutex;
 
-/// Tunnel (whole inner IP packet) or transport (upper-layer payload) mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Mode {
-    Tunnel,
-    Transport,
-}
+pub use fs_wire::Mode;
 
 /// Everything needed to key one direction of a CHILD_SA. The keys are [`Secret`]s (wiped on
 /// drop, redacted in `Debug`); the config is not `Clone`.

@@ -1,7 +1,5 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
-use crate::config::{
-    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy,
-};
+use crate::config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy};
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
 use crate::limited;
@@ -17,6 +15,7 @@ use fs_wire::ike::{
     IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
+use fs_wire::Mode;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
