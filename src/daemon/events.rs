@@ -3,6 +3,7 @@ use super::control_server::same_sa;
 use super::Daemon;
 use crate::control::Response;
 use fs_ike::{CloseReason, Event};
+use fs_wire::EspSpi;
 use tracing::debug;
 
 /// Failure reason string as printed and returned by `up`.
@@ -94,8 +95,8 @@ impl Daemon {
         ike_sa: u64,
         conn: &str,
         child: &str,
-        spi_in: u32,
-        spi_out: u32,
+        spi_in: EspSpi,
+        spi_out: EspSpi,
     ) {
         if let Some(i) = self
             .installed
@@ -138,7 +139,7 @@ impl Daemon {
             self.set_dpd_trap(conn, None, true);
         }
         // Drop any data-plane state the IKE layer may not have removed explicitly.
-        let stale: Vec<(u32, u32)> = self
+        let stale: Vec<(EspSpi, EspSpi)> = self
             .installed
             .iter()
             .filter(|c| c.ike_sa == ike_sa)

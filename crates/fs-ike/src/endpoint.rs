@@ -15,7 +15,7 @@ use fs_wire::ike::{
     IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
-use fs_wire::Mode;
+use fs_wire::{EspSpi, Mode};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -37,7 +37,7 @@ pub struct Transmit {
 /// Keys of one direction of a CHILD_SA ([`Secret`]: wiped on drop, redacted in `Debug`).
 #[derive(Debug)]
 pub struct SaKeys {
-    pub spi: u32,
+    pub spi: EspSpi,
     pub encr_key: Secret,
     pub integ_key: Secret,
 }
@@ -126,8 +126,8 @@ pub enum Event {
         ike_sa: u64,
         conn: String,
         child: String,
-        spi_in: u32,
-        spi_out: u32,
+        spi_in: EspSpi,
+        spi_out: EspSpi,
     },
     /// A CHILD_SA could not be negotiated (e.g. TS_UNACCEPTABLE or NO_PROPOSAL_CHOSEN for the
     /// child in IKE_AUTH or CREATE_CHILD_SA); the IKE SA stays up (RFC 7296 2.21.2). `child` is
@@ -159,7 +159,7 @@ pub enum IkeError {
     #[error("connection {0:?} has no IKE SA")]
     NotEstablished(String),
     #[error("no CHILD_SA with inbound SPI {0:08x}")]
-    UnknownChildSa(u32),
+    UnknownChildSa(EspSpi),
 }
 
 /// Status of one CHILD_SA for `ferroswan status` (counters are filled in by the daemon).
@@ -169,8 +169,8 @@ pub struct ChildSaInfo {
     pub state: String,
     pub mode: Mode,
     pub protocol: String,
-    pub spi_in: String,
-    pub spi_out: String,
+    pub spi_in: EspSpi,
+    pub spi_out: EspSpi,
     pub encr: String,
     pub integ: Option<String>,
     pub esn: bool,
@@ -353,19 +353,19 @@ struct Keys {
 /// A CHILD_SA we proposed (initiator side), waiting for the answer.
 struct ChildProposal {
     name: String,
-    spi_in: u32,
+    spi_in: EspSpi,
     /// Our nonce for CREATE_CHILD_SA (empty in IKE_AUTH: the IKE SA nonces are used).
     ni: Vec<u8>,
     transport: bool,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     /// Inbound SPI of the CHILD_SA this request rekeys (REKEY_SA).
-    rekey: Option<u32>,
+    rekey: Option<EspSpi>,
     /// Our PFS key exchange (KEi).
     kex: Option<KeyExchange>,
     /// Collision (RFC 7296 2.8.1): the peer rekeyed the same CHILD_SA meanwhile; our inbound
     /// SPI of the SA it created and the lowest nonce of its exchange.
-    collision: Option<(u32, Vec<u8>)>,
+    collision: Option<(EspSpi, Vec<u8>)>,
 }
 
 /// Our IKE SA rekey request (RFC 7296 1.3.2), waiting for the answer.
@@ -384,7 +384,7 @@ enum ReqKind {
     CreateChild(ChildProposal),
     RekeyIke(IkeRekey),
     /// Delete of these inbound ESP SPIs of ours.
-    DeleteChild(Vec<u32>),
+    DeleteChild(Vec<EspSpi>),
     DeleteIke,
     /// Liveness check (empty INFORMATIONAL).
     Dpd,
@@ -394,10 +394,10 @@ enum ReqKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Task {
     /// Delete our inbound ESP SPI.
-    DeleteChild(u32),
+    DeleteChild(EspSpi),
     RekeyIke,
     /// Rekey the CHILD_SA with this inbound SPI.
-    RekeyChild(u32),
+    RekeyChild(EspSpi),
     /// Create a CHILD_SA from configuration (only in the delayed list).
     Create(String),
     Dpd,
@@ -647,7 +647,7 @@ impl IkeSa {
         }
         t.into_iter().min()
     }
-    fn child_by_in(&self, spi: u32) -> Option<usize> {
+    fn child_by_in(&self, spi: EspSpi) -> Option<usize> {
         self.children.iter().position(|c| c.sa.inbound.spi == spi)
     }
     fn pending_rekey_ike(&mut self) -> Option<&mut IkeRekey> {
@@ -850,12 +850,12 @@ fn child_keys(
     let km = ikev2::child_keymat(prf, sk_d, g_ir, ni, nr, 2 * (ek + ik));
     let part = |a: usize, b: usize| Secret::from_slice(km.get(a..b).unwrap_or_default());
     let i2r = SaKeys {
-        spi: 0,
+        spi: EspSpi(0),
         encr_key: part(0, ek),
         integ_key: part(ek, ek + ik),
     };
     let r2i = SaKeys {
-        spi: 0,
+        spi: EspSpi(0),
         encr_key: part(ek + ik, 2 * ek + ik),
         integ_key: part(2 * ek + ik, 2 * (ek + ik)),
     };
@@ -1322,8 +1322,8 @@ impl Endpoint {
                         .to_string(),
                         mode: c.sa.mode,
                         protocol: "ESP".to_string(),
-                        spi_in: format!("{:08x}", c.sa.inbound.spi),
-                        spi_out: format!("{:08x}", c.sa.outbound.spi),
+                        spi_in: c.sa.inbound.spi,
+                        spi_out: c.sa.outbound.spi,
                         encr: c.sa.encr.iana_name().to_string(),
                         integ: c.sa.integ.map(|i| i.iana_name().to_string()),
                         esn: c.sa.esn,
@@ -1342,7 +1342,7 @@ impl Endpoint {
 
     /// Inbound ESP traffic was seen on the CHILD_SA with inbound SPI `spi_in`: proof of
     /// liveness that postpones DPD of its IKE SA.
-    pub fn note_child_activity(&mut self, spi_in: u32, now: Instant) {
+    pub fn note_child_activity(&mut self, spi_in: EspSpi, now: Instant) {
         if let Some(sa) = self
             .sas
             .values_mut()
@@ -1358,7 +1358,7 @@ impl Endpoint {
     /// without ESN, an outbound sequence number past 2^32 - [`SEQ_REKEY_MARGIN`] start a rekey
     /// (RFC 4303 3.3.3: the sequence number MUST NOT cycle); `life_bytes`/`life_packets` and
     /// [`SEQ_HARD_LIMIT`] delete the SA.
-    pub fn note_child_counters(&mut self, now: Instant, spi_in: u32, c: ChildCounters) {
+    pub fn note_child_counters(&mut self, now: Instant, spi_in: EspSpi, c: ChildCounters) {
         let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
@@ -1378,7 +1378,7 @@ impl Endpoint {
     /// SA's own address only follows an authenticated IKE message: a liveness check
     /// (empty INFORMATIONAL) is sent to `remote` right away, and its answer moves the IKE SA.
     /// Anything else (unknown SPI, no NAT, unchanged address) is ignored.
-    pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: u32, remote: SocketAddr) {
+    pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: EspSpi, remote: SocketAddr) {
         let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
@@ -1464,7 +1464,7 @@ impl Endpoint {
     }
 
     /// Rekey the CHILD_SA with inbound SPI `spi_in` now.
-    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+    pub fn rekey_child(&mut self, now: Instant, spi_in: EspSpi) -> Result<(), IkeError> {
         self.with_child(now, spi_in, |sa, i| {
             if let Some(c) = sa.children.get_mut(i) {
                 if c.state == ChildState::Installed {
@@ -1480,7 +1480,7 @@ impl Endpoint {
 
     /// Delete the CHILD_SA with inbound SPI `spi_in` (INFORMATIONAL Delete; removed when the
     /// peer answers, or with the IKE SA).
-    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+    pub fn delete_child(&mut self, now: Instant, spi_in: EspSpi) -> Result<(), IkeError> {
         self.with_child(now, spi_in, |sa, i| {
             if sa
                 .children
@@ -1497,7 +1497,7 @@ impl Endpoint {
 
     /// Remove and return the IKE SA that has the CHILD_SA with inbound SPI `spi_in`
     /// (only an established one if `established`); the caller hands it back via `finish`.
-    fn take_sa_with_child(&mut self, spi_in: u32, established: bool) -> Option<IkeSa> {
+    fn take_sa_with_child(&mut self, spi_in: EspSpi, established: bool) -> Option<IkeSa> {
         let spi = self
             .sas
             .iter()
@@ -1511,7 +1511,7 @@ impl Endpoint {
     fn with_child(
         &mut self,
         now: Instant,
-        spi_in: u32,
+        spi_in: EspSpi,
         f: impl FnOnce(&mut IkeSa, usize),
     ) -> Result<(), IkeError> {
         let mut sa = self
@@ -1564,11 +1564,11 @@ impl Endpoint {
     }
 
     /// A fresh inbound ESP SPI (strongSwan style 0xc.......), unique among our CHILD_SAs.
-    fn alloc_child_spi(&mut self, current: &IkeSa) -> u32 {
+    fn alloc_child_spi(&mut self, current: &IkeSa) -> EspSpi {
         loop {
             let mut b = [0u8; 4];
             self.rng.fill(&mut b);
-            let spi = u32::from_be_bytes(b) | 0xc000_0000;
+            let spi = EspSpi(u32::from_be_bytes(b) | 0xc000_0000);
             let used = |sa: &IkeSa| sa.children.iter().any(|c| c.sa.inbound.spi == spi);
             if !used(current) && !self.sas.values().any(used) {
                 return spi;
@@ -1853,7 +1853,7 @@ impl Endpoint {
         &mut self,
         sa: &mut IkeSa,
         now: Instant,
-        spi: u32,
+        spi: EspSpi,
         group: Option<DhGroup>,
     ) -> bool {
         let Some(old) = sa
@@ -3829,9 +3829,9 @@ impl Endpoint {
             Payload::Notify(n) if n.ntype == nt::REKEY_SA => Some(n),
             _ => None,
         });
-        let mut old: Option<(u32, String, u32)> = None;
+        let mut old: Option<(EspSpi, String, u32)> = None;
         if let Some(n) = rekey_spi {
-            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes);
+            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(EspSpi::from_be_bytes);
             let found = spi
                 .ok()
                 .and_then(|spi| sa.children.iter().find(|c| c.sa.outbound.spi == spi));
@@ -4225,7 +4225,7 @@ impl Endpoint {
     ) -> Outcome {
         let exch = exchange::INFORMATIONAL;
         let mut delete_ike = false;
-        let mut our_spis: Vec<u32> = Vec::new();
+        let mut our_spis: Vec<EspSpi> = Vec::new();
         for p in payloads {
             if let Payload::Delete(d) = p {
                 match d.protocol {
@@ -4235,7 +4235,7 @@ impl Endpoint {
                             let Ok(b) = <[u8; 4]>::try_from(s.as_slice()) else {
                                 continue;
                             };
-                            let spi = u32::from_be_bytes(b);
+                            let spi = EspSpi::from_be_bytes(b);
                             if let Some(i) =
                                 sa.children.iter().position(|c| c.sa.outbound.spi == spi)
                             {
@@ -4667,7 +4667,7 @@ impl Endpoint {
         payloads: &[Payload],
         ni: &[u8],
         nr: &[u8],
-    ) -> Option<u32> {
+    ) -> Option<EspSpi> {
         if let Some(t) = first_error(payloads) {
             self.child_failed(sa, &cp.name, reason_from_notify(t, true));
             return None;

@@ -34,6 +34,10 @@ impl IkeSpi {
     pub const fn get(self) -> u64 {
         self.0
     }
+    /// The 8 octets of the IKE header's SPI field.
+    pub const fn to_be_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
     /// `"0123456789abcdef"` (or with a `0x` prefix) as an SPI.
     pub fn from_hex(s: &str) -> Option<Self> {
         let s = s.strip_prefix("0x").unwrap_or(s);
@@ -45,6 +49,14 @@ impl EspSpi {
     /// The SPI as it is on the wire.
     pub const fn get(self) -> u32 {
         self.0
+    }
+    /// The 4 octets of the ESP header's SPI field.
+    pub const fn to_be_bytes(self) -> [u8; 4] {
+        self.0.to_be_bytes()
+    }
+    /// The SPI in the 4 octets of an ESP header's SPI field.
+    pub const fn from_be_bytes(b: [u8; 4]) -> Self {
+        Self(u32::from_be_bytes(b))
     }
     /// `"c0000001"` (or `"0xc0000001"`) as an SPI.
     pub fn from_hex(s: &str) -> Option<Self> {

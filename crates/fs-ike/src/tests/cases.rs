@@ -640,7 +640,11 @@ fn status_formats() {
     assert_eq!(s.established_secs, 5);
     let c = &s.child_sas[0];
     assert_eq!(
-        (c.state.as_str(), c.protocol.as_str(), c.spi_in.len()),
+        (
+            c.state.as_str(),
+            c.protocol.as_str(),
+            c.spi_in.to_string().len()
+        ),
         ("INSTALLED", "ESP", 8)
     );
     assert_eq!(c.local_ts, vec!["192.168.1.0/24".to_string()]);

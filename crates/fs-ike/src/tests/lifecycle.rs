@@ -457,7 +457,8 @@ fn lossy_network_lifecycle_300_seeds() {
         sim.jitter_ms = 50;
         let now = sim.now;
         sim.a().ep.initiate(now, "s2s", None).unwrap();
-        let mut installed_at: std::collections::HashMap<(usize, u32), Instant> = Default::default();
+        let mut installed_at: std::collections::HashMap<(usize, fs_wire::EspSpi), Instant> =
+            Default::default();
         let mut seen = [0usize; 2];
         for t in 1..=180u64 {
             sim.run_until(Duration::from_secs(t), |_| false);
