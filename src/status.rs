@@ -3,7 +3,7 @@
 //! as JSON (`ferroswan status --json`). Field names and value formats are those of fs-ike's
 //! [`IkeSaInfo`] / [`ChildSaInfo`] (the namespace tests parse them): ESP SPIs are hex strings
 //! on the wire (`"c0000001"`), [`EspSpi`]s in here.
-use fs_ike::{ChildSaInfo, IkeSaInfo};
+use fs_ike::{ChildSaInfo, IkeSaId, IkeSaInfo};
 use fs_wire::{EspSpi, Mode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub struct StatusReport {
 /// One IKE SA: fs-ike's [`IkeSaInfo`] with the data-plane counters of its CHILD_SAs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IkeSaStatus {
-    pub id: u64,
+    pub id: IkeSaId,
     pub conn: String,
     pub state: String,
     pub initiator: bool,
@@ -304,7 +304,7 @@ mod tests {
 
     fn ike_info() -> IkeSaInfo {
         IkeSaInfo {
-            id: 7,
+            id: IkeSaId(7),
             conn: "s2s".into(),
             state: "ESTABLISHED".into(),
             initiator: false,

@@ -2,7 +2,7 @@
 use super::control_server::same_sa;
 use super::Daemon;
 use crate::control::Response;
-use fs_ike::{CloseReason, Event};
+use fs_ike::{CloseReason, Event, IkeSaId};
 use fs_wire::EspSpi;
 use tracing::debug;
 
@@ -92,7 +92,7 @@ impl Daemon {
     /// first) and release its routes.
     fn child_sa_removed(
         &mut self,
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: &str,
         child: &str,
         spi_in: EspSpi,
@@ -121,7 +121,13 @@ impl Daemon {
 
     /// An IKE SA is gone: arm `dpd_action = trap`, drop what is left of its CHILD_SAs and
     /// answer the `up` and `down` requests waiting for it.
-    fn ike_sa_closed(&mut self, ike_sa: u64, conn: &str, reason: &CloseReason, established: bool) {
+    fn ike_sa_closed(
+        &mut self,
+        ike_sa: IkeSaId,
+        conn: &str,
+        reason: &CloseReason,
+        established: bool,
+    ) {
         let line = match reason {
             CloseReason::Deleted { by_peer } => {
                 format!(

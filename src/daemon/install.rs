@@ -4,7 +4,7 @@ use super::control_server::same_sa;
 use super::routes::nets_of;
 use super::Daemon;
 use fs_dataplane::{InboundEntry, OutboundEntry, Policy, PolicyAction};
-use fs_ike::{ChildSa, DpdAction, StartAction};
+use fs_ike::{ChildSa, DpdAction, IkeSaId, StartAction};
 use fs_wire::EspSpi;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 pub(super) struct InstalledChild {
-    pub(super) ike_sa: u64,
+    pub(super) ike_sa: IkeSaId,
     pub(super) child: String,
     pub(super) spi_in: EspSpi,
     pub(super) spi_out: EspSpi,
@@ -185,7 +185,7 @@ impl Daemon {
 
     /// Install the held-back outbound policy of the newest successor of `ike_sa`/`child`,
     /// if no SA of that child is sending any more.
-    pub(super) fn activate_successor(&mut self, ike_sa: u64, child: &str) {
+    pub(super) fn activate_successor(&mut self, ike_sa: IkeSaId, child: &str) {
         let same = |c: &InstalledChild| c.ike_sa == ike_sa && c.child == child;
         if self
             .installed
@@ -245,7 +245,7 @@ impl Daemon {
     }
 
     /// NAT rebinding: the outbound ESP of every CHILD_SA of `ike_sa` goes to `remote` now.
-    pub(super) fn peer_moved(&mut self, ike_sa: u64, remote: SocketAddr) {
+    pub(super) fn peer_moved(&mut self, ike_sa: IkeSaId, remote: SocketAddr) {
         for c in self.installed.iter_mut().filter(|c| c.ike_sa == ike_sa) {
             if let Some(PolicyAction::Protect(e)) = c.pending_out.as_mut().map(|p| &mut p.action) {
                 e.remote = remote;

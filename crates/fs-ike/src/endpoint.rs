@@ -16,7 +16,22 @@ use fs_wire::ike::{
 };
 use fs_wire::ts::TrafficSelector;
 use fs_wire::{EspSpi, Mode};
-use serde::Serialize;
+
+/// The unique id of an IKE SA within an [`Endpoint`] (`ferroswan status` `#n`, the logs'
+/// `conn[n]`), never reused; not an SPI. Printed and serialized as its number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct IkeSaId(pub u64);
+
+impl std::fmt::Display for IkeSaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -57,7 +72,7 @@ impl Clone for SaKeys {
 /// A negotiated CHILD_SA, to install in the data plane.
 #[derive(Clone)]
 pub struct ChildSa {
-    pub ike_sa: u64,
+    pub ike_sa: IkeSaId,
     pub conn: String,
     pub child: String,
     pub mode: Mode,
@@ -107,14 +122,14 @@ pub enum CloseReason {
 #[derive(Clone)]
 pub enum Event {
     IkeSaEstablished {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         local: SocketAddr,
         remote: SocketAddr,
     },
     /// An IKE SA ended or an attempt failed; all its CHILD_SAs are removed (ChildSaRemoved first).
     IkeSaClosed {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         reason: CloseReason,
         /// It had been established: a `Timeout` then means a dead peer (DPD or an
@@ -123,7 +138,7 @@ pub enum Event {
     },
     ChildSaInstalled(Box<ChildSa>),
     ChildSaRemoved {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         child: String,
         spi_in: EspSpi,
@@ -133,7 +148,7 @@ pub enum Event {
     /// child in IKE_AUTH or CREATE_CHILD_SA); the IKE SA stays up (RFC 7296 2.21.2). `child` is
     /// empty when the responder found no matching child configuration.
     ChildSaFailed {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         child: String,
         reason: CloseReason,
@@ -141,7 +156,7 @@ pub enum Event {
     /// The peer of an established IKE SA now sends from `remote` (NAT rebinding, RFC 7296
     /// 2.23): its CHILD_SAs' outbound ESP must go there too.
     PeerEndpointChanged {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         remote: SocketAddr,
     },
@@ -189,7 +204,7 @@ pub struct ChildSaInfo {
 /// Status of one IKE SA.
 #[derive(Clone, Debug, Serialize)]
 pub struct IkeSaInfo {
-    pub id: u64,
+    pub id: IkeSaId,
     pub conn: String,
     pub state: String,
     pub initiator: bool,
@@ -441,7 +456,7 @@ struct InstalledChild {
 }
 
 struct IkeSa {
-    id: u64,
+    id: IkeSaId,
     conn: ConnConfig,
     initiator: bool,
     state: State,
@@ -503,9 +518,9 @@ struct IkeSa {
     reauth_at: Option<Instant>,
     /// This IKE SA reauthenticates (replaces) the IKE SA with this unique id: once it is
     /// established with its children, that one is deleted (make-before-break).
-    reauth_of: Option<u64>,
+    reauth_of: Option<IkeSaId>,
     /// A reauthentication of this IKE SA is in progress (unique id of the new IKE SA).
-    reauth_by: Option<u64>,
+    reauth_by: Option<IkeSaId>,
     /// Authenticated ESP came from this new address ([`Endpoint::note_peer_endpoint`]): the
     /// next liveness check goes there; its authenticated answer moves the IKE SA.
     probe_remote: Option<SocketAddr>,
@@ -524,7 +539,7 @@ impl IkeSa {
     /// starting values; callers override the rest with struct-update syntax.
     #[allow(clippy::too_many_arguments)]
     fn new(
-        id: u64,
+        id: IkeSaId,
         conn: ConnConfig,
         initiator: bool,
         state: State,
@@ -1095,7 +1110,7 @@ impl Endpoint {
         cfg: ConnConfig,
         wanted: Vec<String>,
         path: Option<(SocketAddr, SocketAddr)>,
-    ) -> Result<Option<u64>, IkeError> {
+    ) -> Result<Option<IkeSaId>, IkeError> {
         let conn = cfg.name.clone();
         let (local, remote) = match path {
             Some(p) => p,
@@ -1125,7 +1140,7 @@ impl Endpoint {
                 )
             }
         };
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         let group = cfg
             .ike_proposals
@@ -1958,7 +1973,7 @@ impl Endpoint {
 
     /// The reauthenticating IKE SA `new_id` is complete: delete the IKE SA `old_id` it
     /// replaces (its children are removed with it, after the new ones were installed).
-    fn reauth_done(&mut self, old_id: u64, new_id: u64, now: Instant) {
+    fn reauth_done(&mut self, old_id: IkeSaId, new_id: IkeSaId, now: Instant) {
         let Some(k) = self
             .sas
             .iter()
@@ -1986,7 +2001,7 @@ impl Endpoint {
     }
 
     /// The reauthenticating IKE SA for `old_id` failed: `old_id` stays, and tries again later.
-    fn reauth_failed(&mut self, old_id: u64, now: Instant) {
+    fn reauth_failed(&mut self, old_id: IkeSaId, now: Instant) {
         let delay = self.retry_delay().saturating_mul(5);
         if let Some(o) = self
             .sas
@@ -2723,7 +2738,7 @@ impl Endpoint {
         });
         let Some((conn, num, suite)) = chosen else {
             let name = conns.first().map(|c| c.name.clone()).unwrap_or_default();
-            let id = self.next_id;
+            let id = IkeSaId(self.next_id);
             self.next_id += 1;
             limited!(now, INFO, "received proposals from {remote} unacceptable");
             info!("IKE_SA {name}[{id}] failed: NO_PROPOSAL_CHOSEN");
@@ -2788,7 +2803,7 @@ impl Endpoint {
             nat_remote = !src.contains(&hr.as_slice());
             nat_local = !dst.contains(&hl.as_slice());
         }
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         let mut payloads = vec![
             Payload::Sa(vec![proposals::ike_suite_to_wire(num, &suite)]),
@@ -4117,7 +4132,7 @@ impl Endpoint {
             warn!("could not key rekeyed IKE SA transforms");
             return None;
         };
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         Some(IkeSa {
             suite: Some(suite),

@@ -629,7 +629,7 @@ fn status_formats() {
     let now = sim.now + Duration::from_secs(5);
     let st = sim.a().ep.status(now);
     let s = &st[0];
-    assert_eq!((s.id, s.conn.as_str(), s.initiator), (1, "s2s", true));
+    assert_eq!((s.id.0, s.conn.as_str(), s.initiator), (1, "s2s", true));
     assert_eq!((s.spi_i.len(), s.spi_r.len()), (16, 16));
     assert_eq!(
         (s.local_id.as_str(), s.remote_id.as_str()),

@@ -8,7 +8,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// Once the first CHILD_SA of each child name was installed, every child name always has at
 /// least one installed CHILD_SA (traffic keys never absent), judged from the events.
 fn never_absent(n: &Node) -> Result<(), String> {
-    let mut live: Vec<(u64, String, fs_wire::EspSpi)> = Vec::new();
+    let mut live: Vec<(crate::IkeSaId, String, fs_wire::EspSpi)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     for (i, e) in n.events.iter().enumerate() {
         match e {
@@ -31,7 +31,7 @@ fn never_absent(n: &Node) -> Result<(), String> {
     Ok(())
 }
 
-fn ike_ids(n: &Node) -> Vec<u64> {
+fn ike_ids(n: &Node) -> Vec<crate::IkeSaId> {
     n.events
         .iter()
         .filter_map(|e| match e {
