@@ -37,6 +37,7 @@ pub struct IkeSaStatus {
     pub remote: String,
     pub local_id: String,
     pub remote_id: String,
+    /// fs-ike's [`fs_wire::IkeSpi`] as it prints it (16 hex digits); the CLI shows the text it got.
     pub spi_i: String,
     pub spi_r: String,
     pub encr: Option<String>,
@@ -129,8 +130,8 @@ impl IkeSaStatus {
             remote: info.remote,
             local_id: info.local_id,
             remote_id: info.remote_id,
-            spi_i: info.spi_i,
-            spi_r: info.spi_r,
+            spi_i: info.spi_i.to_string(),
+            spi_r: info.spi_r.to_string(),
             encr: info.encr,
             integ: info.integ,
             prf: info.prf,
@@ -279,6 +280,7 @@ fn format_child_sa(o: &mut String, ch: &ChildSaStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fs_wire::IkeSpi;
     use serde_json::{json, Value};
 
     fn child_info() -> ChildSaInfo {
@@ -312,8 +314,8 @@ mod tests {
             remote: "200.2.2.2[4500]".into(),
             local_id: "gw-a.example".into(),
             remote_id: "gw-b.example".into(),
-            spi_i: "0123456789abcdef".into(),
-            spi_r: "fedcba9876543210".into(),
+            spi_i: IkeSpi(0x0123_4567_89ab_cdef),
+            spi_r: IkeSpi(0xfedc_ba98_7654_3210),
             encr: Some("AES_GCM_16-256".into()),
             integ: None,
             prf: Some("PRF_HMAC_SHA2_256".into()),

@@ -15,7 +15,7 @@ use fs_wire::ike::{
     IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
-use fs_wire::{EspSpi, Mode};
+use fs_wire::{EspSpi, IkeSpi, Mode};
 
 /// The unique id of an IKE SA within an [`Endpoint`] (`ferroswan status` `#n`, the logs'
 /// `conn[n]`), never reused; not an SPI. Printed and serialized as its number.
@@ -212,8 +212,8 @@ pub struct IkeSaInfo {
     pub remote: String,
     pub local_id: String,
     pub remote_id: String,
-    pub spi_i: String,
-    pub spi_r: String,
+    pub spi_i: IkeSpi,
+    pub spi_r: IkeSpi,
     pub encr: Option<String>,
     pub integ: Option<String>,
     pub prf: Option<String>,
@@ -385,12 +385,12 @@ struct ChildProposal {
 
 /// Our IKE SA rekey request (RFC 7296 1.3.2), waiting for the answer.
 struct IkeRekey {
-    spi: u64,
+    spi: IkeSpi,
     ni: Vec<u8>,
     kex: KeyExchange,
     /// Collision (RFC 7296 2.8.2): the peer rekeyed this IKE SA meanwhile; our SPI of the IKE SA
     /// it created (kept inactive until we decide) and the lowest nonce of its exchange.
-    collision: Option<(u64, Vec<u8>)>,
+    collision: Option<(IkeSpi, Vec<u8>)>,
 }
 
 enum ReqKind {
@@ -460,12 +460,12 @@ struct IkeSa {
     conn: ConnConfig,
     initiator: bool,
     state: State,
-    spi_i: u64,
-    spi_r: u64,
+    spi_i: IkeSpi,
+    spi_r: IkeSpi,
     local: SocketAddr,
     remote: SocketAddr,
     /// Responder: key of the IKE_SA_INIT retransmit index.
-    init_key: Option<(SocketAddr, u64)>,
+    init_key: Option<(SocketAddr, IkeSpi)>,
     suite: Option<IkeSuite>,
     kex: Option<KeyExchange>,
     ni: Vec<u8>,
@@ -543,8 +543,8 @@ impl IkeSa {
         conn: ConnConfig,
         initiator: bool,
         state: State,
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         local: SocketAddr,
         remote: SocketAddr,
         now: Instant,
@@ -605,7 +605,7 @@ impl IkeSa {
 }
 
 impl IkeSa {
-    fn our_spi(&self) -> u64 {
+    fn our_spi(&self) -> IkeSpi {
         if self.initiator {
             self.spi_i
         } else {
@@ -881,9 +881,9 @@ fn child_keys(
 pub struct Endpoint {
     config: Config,
     rng: Box<dyn Rng>,
-    sas: HashMap<u64, IkeSa>,
+    sas: HashMap<IkeSpi, IkeSa>,
     /// Responder: (peer address, SPIi) of IKE_SA_INIT requests -> our SPI, for retransmits.
-    init_index: HashMap<(SocketAddr, u64), u64>,
+    init_index: HashMap<(SocketAddr, IkeSpi), IkeSpi>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -967,7 +967,7 @@ impl Endpoint {
         let from_initiator = h.flags & flags::INITIATOR != 0;
         let is_response = h.flags & flags::RESPONSE != 0;
         let init_req = h.exchange == exchange::IKE_SA_INIT && !is_response;
-        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
+        let our_spi = IkeSpi(if from_initiator { h.spi_r } else { h.spi_i });
         if init_req && !(from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0) {
             limited!(now, DEBUG, %remote, "dropping invalid IKE_SA_INIT request");
             self.stats.dropped_malformed += 1;
@@ -982,8 +982,8 @@ impl Endpoint {
             let init_resp =
                 h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
             if sa.initiator == from_initiator
-                || sa.spi_i != h.spi_i
-                || (sa.spi_r != h.spi_r && !init_resp)
+                || sa.spi_i != IkeSpi(h.spi_i)
+                || (sa.spi_r != IkeSpi(h.spi_r) && !init_resp)
             {
                 limited!(now, DEBUG, %remote, "dropping message with mismatched SPIs/flags");
                 self.stats.dropped_unknown_spi += 1;
@@ -1166,7 +1166,17 @@ impl Endpoint {
             ni,
             next_req_id: 1,
             to_create: wanted.into(),
-            ..IkeSa::new(id, cfg, true, State::InitSent, spi_i, 0, local, remote, now)
+            ..IkeSa::new(
+                id,
+                cfg,
+                true,
+                State::InitSent,
+                spi_i,
+                IkeSpi(0),
+                local,
+                remote,
+                now,
+            )
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
@@ -1185,7 +1195,7 @@ impl Endpoint {
         {
             return Err(IkeError::UnknownConnection(conn.to_string()));
         }
-        let mut spis: Vec<u64> = self
+        let mut spis: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| s.conn.name == conn)
@@ -1245,7 +1255,7 @@ impl Endpoint {
 
     /// Delete every IKE SA (daemon shutdown).
     pub fn shutdown(&mut self, now: Instant) {
-        let mut spis: Vec<u64> = self.sas.keys().copied().collect();
+        let mut spis: Vec<IkeSpi> = self.sas.keys().copied().collect();
         spis.sort_unstable();
         for spi in spis {
             self.terminate_spi(spi, now);
@@ -1254,7 +1264,7 @@ impl Endpoint {
 
     /// Run timers due at `now` (retransmissions, timeouts, rekeys, DPD).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
+        let due: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| s.deadline().is_some_and(|d| d <= now))
@@ -1305,8 +1315,8 @@ impl Endpoint {
                 remote: sa.remote.to_string(),
                 local_id: sa.conn.local_id.to_string(),
                 remote_id: sa.remote_id_str(),
-                spi_i: format!("{:016x}", sa.spi_i),
-                spi_r: format!("{:016x}", sa.spi_r),
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
                 encr: sa.suite.map(|s| s.encr.iana_name().to_string()),
                 integ: sa
                     .suite
@@ -1567,12 +1577,12 @@ impl Endpoint {
             .saturating_add(Duration::from_secs(10))
     }
 
-    fn alloc_spi(&mut self) -> u64 {
+    fn alloc_spi(&mut self) -> IkeSpi {
         loop {
             let mut b = [0u8; 8];
             self.rng.fill(&mut b);
-            let spi = u64::from_be_bytes(b);
-            if spi != 0 && !self.sas.contains_key(&spi) {
+            let spi = IkeSpi(u64::from_be_bytes(b));
+            if spi != IkeSpi(0) && !self.sas.contains_key(&spi) {
                 return spi;
             }
         }
@@ -1591,7 +1601,7 @@ impl Endpoint {
         }
     }
 
-    fn find_active(&self, conn: &str) -> Option<u64> {
+    fn find_active(&self, conn: &str) -> Option<IkeSpi> {
         let mut best: Option<&IkeSa> = None;
         for sa in self.sas.values() {
             if sa.conn.name != conn
@@ -1720,7 +1730,7 @@ impl Endpoint {
         });
     }
 
-    fn terminate_spi(&mut self, spi: u64, now: Instant) {
+    fn terminate_spi(&mut self, spi: IkeSpi, now: Instant) {
         let Some(mut sa) = self.sas.remove(&spi) else {
             return;
         };
@@ -2216,8 +2226,8 @@ impl Endpoint {
             f |= flags::RESPONSE;
         }
         Header {
-            spi_i: sa.spi_i,
-            spi_r: sa.spi_r,
+            spi_i: sa.spi_i.get(),
+            spi_r: sa.spi_r.get(),
             next_payload: 0,
             version: IKE_VERSION,
             exchange: exch,
@@ -2465,12 +2475,12 @@ impl Endpoint {
             self.rng.fill(&mut f);
             f
         } else {
-            sk::nat_hash(sa.spi_i, 0, sa.local)
+            sk::nat_hash(sa.spi_i, IkeSpi(0), sa.local)
         };
         payloads.push(Payload::notify(nt::NAT_DETECTION_SOURCE_IP, src));
         payloads.push(Payload::notify(
             nt::NAT_DETECTION_DESTINATION_IP,
-            sk::nat_hash(sa.spi_i, 0, sa.remote),
+            sk::nat_hash(sa.spi_i, IkeSpi(0), sa.remote),
         ));
         if sa.conn.fragmentation {
             // RFC 7383 2.3
@@ -2649,7 +2659,7 @@ impl Endpoint {
         msg: &Message,
     ) {
         let h = &msg.header;
-        if let Some(spi) = self.init_index.get(&(remote, h.spi_i)) {
+        if let Some(spi) = self.init_index.get(&(remote, IkeSpi(h.spi_i))) {
             // Retransmitted IKE_SA_INIT: resend our cached response.
             if let Some(sa) = self.sas.get(spi) {
                 if let Some((0, resp)) = &sa.last_response {
@@ -2775,7 +2785,7 @@ impl Endpoint {
         let spi_r = self.alloc_spi();
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
-        let spi_i = h.spi_i;
+        let spi_i = IkeSpi(h.spi_i);
         let k = ikev2::derive_ike_sa_keys(
             suite.prf,
             suite.encr,
@@ -2783,8 +2793,8 @@ impl Endpoint {
             ni,
             &nr,
             &g_ir,
-            spi_i,
-            spi_r,
+            spi_i.get(),
+            spi_r.get(),
         );
         let tx = Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar);
         let rx = Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai);
@@ -2798,8 +2808,8 @@ impl Endpoint {
         let natt = !src.is_empty() || !dst.is_empty();
         let (mut nat_local, mut nat_remote) = (false, false);
         if natt {
-            let hr = sk::nat_hash(spi_i, 0, remote);
-            let hl = sk::nat_hash(spi_i, 0, local);
+            let hr = sk::nat_hash(spi_i, IkeSpi(0), remote);
+            let hl = sk::nat_hash(spi_i, IkeSpi(0), local);
             nat_remote = !src.contains(&hr.as_slice());
             nat_local = !dst.contains(&hl.as_slice());
         }
@@ -2841,8 +2851,8 @@ impl Endpoint {
             payloads.push(udp_pref_notify());
         }
         let rh = Header {
-            spi_i,
-            spi_r,
+            spi_i: spi_i.get(),
+            spi_r: spi_r.get(),
             next_payload: 0,
             version: IKE_VERSION,
             exchange: exchange::IKE_SA_INIT,
@@ -2994,7 +3004,7 @@ impl Endpoint {
             return Outcome::Close(CloseReason::Error("INVALID_KE_PAYLOAD".into()));
         };
         sa.pending = None;
-        sa.spi_r = msg.header.spi_r;
+        sa.spi_r = IkeSpi(msg.header.spi_r);
         sa.nr = nr.to_vec();
         sa.suite = Some(suite);
         sa.init_resp = data.to_vec();
@@ -3007,8 +3017,8 @@ impl Endpoint {
             &sa.ni,
             nr,
             &g_ir,
-            sa.spi_i,
-            sa.spi_r,
+            sa.spi_i.get(),
+            sa.spi_r.get(),
         );
         let tx = Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai);
         let rx = Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar);
@@ -3469,8 +3479,8 @@ impl Endpoint {
     /// (a simultaneous initiation by both peers is resolved by `resolve_duplicates`, with
     /// the peer's agreement; deleting ours here could make both sides delete a different
     /// one).
-    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<u64> {
-        let mut v: Vec<u64> = self
+    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<IkeSpi> {
+        let mut v: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, o)| {
@@ -3496,7 +3506,7 @@ impl Endpoint {
     /// holds at most two established IKE SAs. And at most one replaced IKE SA waits for the
     /// answer to its Delete: an older one (its peer is probably gone) is removed locally.
     fn replace_duplicates(&mut self, sa: &IkeSa, peer_id: &Identity, now: Instant) {
-        let mut gone: Vec<u64> = self
+        let mut gone: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, o)| {
@@ -3568,7 +3578,7 @@ impl Endpoint {
     /// it locally would leave the peer with CHILD_SAs we no longer have; duplicates are
     /// resolved by `resolve_duplicates` instead, with Delete exchanges.
     fn initial_contact(&mut self, sa: &IkeSa, peer_id: &Identity) {
-        let mut old: Vec<u64> = self
+        let mut old: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| {
@@ -4066,8 +4076,8 @@ impl Endpoint {
             &g_ir,
             ni,
             &nr,
-            peer_spi,
-            our_spi,
+            peer_spi.get(),
+            our_spi.get(),
         );
         let Some(new) = self.rekeyed_sa(sa, now, false, peer_spi, our_spi, suite, &k, ni, &nr)
         else {
@@ -4110,8 +4120,8 @@ impl Endpoint {
         old: &IkeSa,
         now: Instant,
         initiator: bool,
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         suite: IkeSuite,
         k: &ikev2::IkeSaKeys,
         ni: &[u8],
@@ -4522,7 +4532,7 @@ impl Endpoint {
             }
         }
         let p = parts(payloads);
-        type Answer = (IkeSuite, u64, Vec<u8>, Zeroizing<Vec<u8>>);
+        type Answer = (IkeSuite, IkeSpi, Vec<u8>, Zeroizing<Vec<u8>>);
         let result = (|| -> Result<Answer, String> {
             if let Some(t) = first_error(payloads) {
                 return Err(notify_name(t));
@@ -4574,8 +4584,8 @@ impl Endpoint {
             &g_ir,
             &r.ni,
             &nr,
-            r.spi,
-            peer_spi,
+            r.spi.get(),
+            peer_spi.get(),
         );
         let Some(mut new) = self.rekeyed_sa(sa, now, true, r.spi, peer_spi, suite, &k, &r.ni, &nr)
         else {

@@ -5,7 +5,7 @@ use fs_crypto::proposal::{EspProposal, IkeProposal};
 use fs_crypto::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use fs_wire::ike::{protocol_id, Proposal, Transform as WTransform};
 use fs_wire::ts::TrafficSelector;
-use fs_wire::EspSpi;
+use fs_wire::{EspSpi, IkeSpi};
 
 /// A fully negotiated IKE SA algorithm suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +76,11 @@ pub(crate) fn ike_to_wire(num: u8, p: &IkeProposal) -> Proposal {
 
 /// Our IKE proposals for an IKE SA rekey (RFC 7296 1.3.2): with our new 8-byte SPI, the group of
 /// `group` (the KE we send) first so the responder prefers it.
-pub(crate) fn ike_rekey_to_wire(ours: &[IkeProposal], spi: u64, group: DhGroup) -> Vec<Proposal> {
+pub(crate) fn ike_rekey_to_wire(
+    ours: &[IkeProposal],
+    spi: IkeSpi,
+    group: DhGroup,
+) -> Vec<Proposal> {
     ours.iter()
         .enumerate()
         .map(|(i, p)| {
@@ -313,14 +317,14 @@ pub(crate) fn check_esp_response(
 pub(crate) fn select_ike_rekey(
     ours: &[IkeProposal],
     theirs: &[Proposal],
-) -> Option<(u8, IkeSuite, u64)> {
+) -> Option<(u8, IkeSuite, IkeSpi)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
             let spi = u64::from_be_bytes(p.spi.as_slice().try_into().ok()?);
             if spi == 0 {
                 return None;
             }
-            match_ike(o, p).map(|s| (p.num, s, spi))
+            match_ike(o, p).map(|s| (p.num, s, IkeSpi(spi)))
         })
     })
 }
@@ -329,10 +333,10 @@ pub(crate) fn select_ike_rekey(
 pub(crate) fn check_ike_rekey_response(
     ours: &[IkeProposal],
     resp: &[Proposal],
-) -> Option<(IkeSuite, u64)> {
+) -> Option<(IkeSuite, IkeSpi)> {
     let s = check_ike_response(ours, resp)?;
     let spi = u64::from_be_bytes(resp.first()?.spi.as_slice().try_into().ok()?);
-    (spi != 0).then_some((s, spi))
+    (spi != 0).then_some((s, IkeSpi(spi)))
 }
 
 /// All groups named in our ESP proposals (PFS groups), in order.
