@@ -393,6 +393,13 @@ mod tests {
             ]
         );
         assert_eq!(v["ike_sas"][0]["child_sas"][0]["spi_in"], json!("0000abcd"));
+        // The typed ids and SPIs keep the formats of the untyped report.
+        assert_eq!(v["ike_sas"][0]["id"], json!(7));
+        assert_eq!(v["ike_sas"][0]["spi_i"], json!("0123456789abcdef"));
+        assert_eq!(
+            v["ike_sas"][0]["child_sas"][0]["spi_out"],
+            json!("c0000002")
+        );
         assert_eq!(v["ike_sas"][0]["child_sas"][0]["mode"], json!("tunnel"));
         assert_eq!(v["ike_sas"][0]["integ"], Value::Null);
         assert_eq!(v["tun_queue_packets"], json!([0, 3]));
