@@ -1,10 +1,10 @@
 //! The typed status report: built by the daemon (`daemon/status.rs`), sent once as JSON in the
 //! control response, deserialized once by the CLI, and printed as text ([`format_status`]) or
 //! as JSON (`ferroswan status --json`). Field names and value formats are those of fs-ike's
-//! [`IkeSaInfo`] / [`ChildSaInfo`] (the namespace tests parse them): SPIs are hex strings on
-//! the wire (`"c0000001"`), numbers in here.
-use fs_ike::config::fs_esp_mode::Mode;
-use fs_ike::{ChildSaInfo, IkeSaInfo};
+//! [`IkeSaInfo`] / [`ChildSaInfo`] (the namespace tests parse them): ESP SPIs are hex strings
+//! on the wire (`"c0000001"`), [`EspSpi`]s in here.
+use fs_ike::{ChildSaInfo, IkeSaId, IkeSaInfo};
+use fs_wire::{EspSpi, Mode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -29,7 +29,7 @@ pub struct StatusReport {
 /// One IKE SA: fs-ike's [`IkeSaInfo`] with the data-plane counters of its CHILD_SAs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IkeSaStatus {
-    pub id: u64,
+    pub id: IkeSaId,
     pub conn: String,
     pub state: String,
     pub initiator: bool,
@@ -37,6 +37,7 @@ pub struct IkeSaStatus {
     pub remote: String,
     pub local_id: String,
     pub remote_id: String,
+    /// fs-ike's [`fs_wire::IkeSpi`] as it prints it (16 hex digits); the CLI shows the text it got.
     pub spi_i: String,
     pub spi_r: String,
     pub encr: Option<String>,
@@ -61,10 +62,8 @@ pub struct ChildSaStatus {
     pub state: String,
     pub mode: Mode,
     pub protocol: String,
-    #[serde(with = "hex_spi")]
-    pub spi_in: u32,
-    #[serde(with = "hex_spi")]
-    pub spi_out: u32,
+    pub spi_in: EspSpi,
+    pub spi_out: EspSpi,
     pub encr: String,
     pub integ: Option<String>,
     pub esn: bool,
@@ -92,47 +91,22 @@ pub struct ChildTraffic {
     pub dropped_malformed: u64,
 }
 
-/// An ESP SPI as 8 hex digits (`"c0000001"`), the format of [`ChildSaInfo`].
-mod hex_spi {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(spi: &u32, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{spi:08x}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_spi(&s).ok_or_else(|| D::Error::custom(format!("bad SPI {s:?}")))
-    }
-}
-
-/// `"c0000001"` (or `"0xc0000001"`) as a number.
-fn parse_spi(s: &str) -> Option<u32> {
-    u32::from_str_radix(s.trim_start_matches("0x"), 16).ok()
-}
-
 impl IkeSaStatus {
-    /// `info` with the SPIs and counters of each CHILD_SA from `child`, called with the
-    /// CHILD_SA's status and the SPIs fs-ike reports for it (None if they do not read as
-    /// numbers); it returns the SPIs to show and the counters.
-    pub fn new(
-        info: IkeSaInfo,
-        mut child: impl FnMut(&ChildSaInfo, Option<(u32, u32)>) -> (u32, u32, ChildTraffic),
-    ) -> Self {
+    /// `info` with the counters of each CHILD_SA from `child`, called with the CHILD_SA's
+    /// status (its SPIs are typed: nothing to parse back).
+    pub fn new(info: IkeSaInfo, mut child: impl FnMut(&ChildSaInfo) -> ChildTraffic) -> Self {
         let child_sas = info
             .child_sas
             .into_iter()
             .map(|c| {
-                // fs-ike's status carries the SPIs as hex text; read once, here.
-                let spis = parse_spi(&c.spi_in).zip(parse_spi(&c.spi_out));
-                let (spi_in, spi_out, traffic) = child(&c, spis);
+                let traffic = child(&c);
                 ChildSaStatus {
                     name: c.name,
                     state: c.state,
                     mode: c.mode,
                     protocol: c.protocol,
-                    spi_in,
-                    spi_out,
+                    spi_in: c.spi_in,
+                    spi_out: c.spi_out,
                     encr: c.encr,
                     integ: c.integ,
                     esn: c.esn,
@@ -156,8 +130,8 @@ impl IkeSaStatus {
             remote: info.remote,
             local_id: info.local_id,
             remote_id: info.remote_id,
-            spi_i: info.spi_i,
-            spi_r: info.spi_r,
+            spi_i: info.spi_i.to_string(),
+            spi_r: info.spi_r.to_string(),
             encr: info.encr,
             integ: info.integ,
             prf: info.prf,
@@ -306,6 +280,7 @@ fn format_child_sa(o: &mut String, ch: &ChildSaStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fs_wire::IkeSpi;
     use serde_json::{json, Value};
 
     fn child_info() -> ChildSaInfo {
@@ -314,8 +289,8 @@ mod tests {
             state: "INSTALLED".into(),
             mode: Mode::Tunnel,
             protocol: "ESP".into(),
-            spi_in: "0000abcd".into(),
-            spi_out: "c0000002".into(),
+            spi_in: EspSpi(0xabcd),
+            spi_out: EspSpi(0xc000_0002),
             encr: "AES_CBC-128".into(),
             integ: Some("HMAC_SHA2_256_128".into()),
             esn: true,
@@ -331,7 +306,7 @@ mod tests {
 
     fn ike_info() -> IkeSaInfo {
         IkeSaInfo {
-            id: 7,
+            id: IkeSaId(7),
             conn: "s2s".into(),
             state: "ESTABLISHED".into(),
             initiator: false,
@@ -339,8 +314,8 @@ mod tests {
             remote: "200.2.2.2[4500]".into(),
             local_id: "gw-a.example".into(),
             remote_id: "gw-b.example".into(),
-            spi_i: "0123456789abcdef".into(),
-            spi_r: "fedcba9876543210".into(),
+            spi_i: IkeSpi(0x0123_4567_89ab_cdef),
+            spi_r: IkeSpi(0xfedc_ba98_7654_3210),
             encr: Some("AES_GCM_16-256".into()),
             integ: None,
             prf: Some("PRF_HMAC_SHA2_256".into()),
@@ -389,12 +364,11 @@ mod tests {
             }
         }
         let mut seen = None;
-        let typed = IkeSaStatus::new(info, |c, spis| {
-            seen = Some((c.name.clone(), spis));
-            let (i, o) = spis.unwrap();
-            (i, o, TRAFFIC)
+        let typed = IkeSaStatus::new(info, |c| {
+            seen = Some((c.name.clone(), (c.spi_in.get(), c.spi_out.get())));
+            TRAFFIC
         });
-        assert_eq!(seen, Some(("net".into(), Some((0xabcd, 0xc000_0002)))));
+        assert_eq!(seen, Some(("net".into(), (0xabcd, 0xc000_0002))));
         assert_eq!(serde_json::to_value(&typed).unwrap(), legacy);
 
         let report = StatusReport {
@@ -419,6 +393,13 @@ mod tests {
             ]
         );
         assert_eq!(v["ike_sas"][0]["child_sas"][0]["spi_in"], json!("0000abcd"));
+        // The typed ids and SPIs keep the formats of the untyped report.
+        assert_eq!(v["ike_sas"][0]["id"], json!(7));
+        assert_eq!(v["ike_sas"][0]["spi_i"], json!("0123456789abcdef"));
+        assert_eq!(
+            v["ike_sas"][0]["child_sas"][0]["spi_out"],
+            json!("c0000002")
+        );
         assert_eq!(v["ike_sas"][0]["child_sas"][0]["mode"], json!("tunnel"));
         assert_eq!(v["ike_sas"][0]["integ"], Value::Null);
         assert_eq!(v["tun_queue_packets"], json!([0, 3]));
@@ -438,21 +419,16 @@ mod tests {
 
     #[test]
     fn spi_hex_text() {
-        let mut bad = child_info();
-        bad.spi_out = "not hex".into();
-        let mut info = ike_info();
-        info.child_sas.push(bad);
-        let mut got = Vec::new();
-        let st = IkeSaStatus::new(info, |_, spis| {
-            got.push(spis);
-            (1, 2, ChildTraffic::default())
-        });
-        assert_eq!(got, [Some((0xabcd, 0xc000_0002)), None]);
-        assert_eq!((st.child_sas[1].spi_in, st.child_sas[1].spi_out), (1, 2));
+        let st = IkeSaStatus::new(ike_info(), |_| ChildTraffic::default());
+        let v = serde_json::to_value(&st.child_sas[0]).unwrap();
+        assert_eq!(
+            (&v["spi_in"], &v["spi_out"]),
+            (&json!("0000abcd"), &json!("c0000002"))
+        );
         let ch = |spi: &str| {
-            let mut v = serde_json::to_value(&st.child_sas[0]).unwrap();
+            let mut v = v.clone();
             v["spi_in"] = json!(spi);
-            serde_json::from_value::<ChildSaStatus>(v).map(|c| c.spi_in)
+            serde_json::from_value::<ChildSaStatus>(v).map(|c| c.spi_in.get())
         };
         assert_eq!(ch("0xc0000001").unwrap(), 0xc000_0001);
         assert_eq!(ch("0000abcd").unwrap(), 0xabcd);

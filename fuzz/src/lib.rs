@@ -278,7 +278,7 @@ pub mod targets {
         };
         let (encr, integ) = SUITES[usize::from(sel & 3)];
         let cfg = SaConfig {
-            spi: 0x0102_0304,
+            spi: fs_esp::EspSpi(0x0102_0304),
             encr,
             integ,
             encr_key: vec![0x11; encr.key_len()].into(),

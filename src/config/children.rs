@@ -58,7 +58,7 @@ pub(super) fn parse(
                 .map_err(|e| ctx.err(format!("{cp}.esp_proposals[{i}]"), e.to_string()))?,
         );
     }
-    use fs_ike::config::fs_esp_mode::Mode;
+    use fs_wire::Mode;
     let mode = match ch.mode.as_deref().unwrap_or("tunnel") {
         "tunnel" => Mode::Tunnel,
         "transport" => Mode::Transport,

@@ -3,6 +3,7 @@
 use super::Daemon;
 use crate::control::{Request, Response, MAX_REQUEST};
 use crossbeam_channel::Sender;
+use fs_ike::IkeSaId;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -22,7 +23,7 @@ pub(super) struct ControlMsg {
 
 pub(super) struct PendingUp {
     pub(super) conn: String,
-    pub(super) ike_sa: Option<u64>,
+    pub(super) ike_sa: Option<IkeSaId>,
     pub(super) children_needed: Vec<String>,
     pub(super) deadline: Instant,
     pub(super) lines: Vec<String>,
@@ -240,7 +241,7 @@ impl Daemon {
 }
 
 /// A pending request not yet tied to an IKE SA matches any; otherwise only its own.
-pub(super) fn same_sa(pending: Option<u64>, ike_sa: u64) -> bool {
+pub(super) fn same_sa(pending: Option<IkeSaId>, ike_sa: IkeSaId) -> bool {
     match pending {
         None => true,
         Some(id) => id == ike_sa,

@@ -2,7 +2,8 @@
 use super::control_server::same_sa;
 use super::Daemon;
 use crate::control::Response;
-use fs_ike::{CloseReason, Event};
+use fs_ike::{CloseReason, Event, IkeSaId};
+use fs_wire::EspSpi;
 use tracing::debug;
 
 /// Failure reason string as printed and returned by `up`.
@@ -91,11 +92,11 @@ impl Daemon {
     /// first) and release its routes.
     fn child_sa_removed(
         &mut self,
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: &str,
         child: &str,
-        spi_in: u32,
-        spi_out: u32,
+        spi_in: EspSpi,
+        spi_out: EspSpi,
     ) {
         if let Some(i) = self
             .installed
@@ -120,7 +121,13 @@ impl Daemon {
 
     /// An IKE SA is gone: arm `dpd_action = trap`, drop what is left of its CHILD_SAs and
     /// answer the `up` and `down` requests waiting for it.
-    fn ike_sa_closed(&mut self, ike_sa: u64, conn: &str, reason: &CloseReason, established: bool) {
+    fn ike_sa_closed(
+        &mut self,
+        ike_sa: IkeSaId,
+        conn: &str,
+        reason: &CloseReason,
+        established: bool,
+    ) {
         let line = match reason {
             CloseReason::Deleted { by_peer } => {
                 format!(
@@ -138,7 +145,7 @@ impl Daemon {
             self.set_dpd_trap(conn, None, true);
         }
         // Drop any data-plane state the IKE layer may not have removed explicitly.
-        let stale: Vec<(u32, u32)> = self
+        let stale: Vec<(EspSpi, EspSpi)> = self
             .installed
             .iter()
             .filter(|c| c.ike_sa == ike_sa)

@@ -4,7 +4,8 @@ use super::control_server::same_sa;
 use super::routes::nets_of;
 use super::Daemon;
 use fs_dataplane::{InboundEntry, OutboundEntry, Policy, PolicyAction};
-use fs_ike::{ChildSa, DpdAction, StartAction};
+use fs_ike::{ChildSa, DpdAction, IkeSaId, StartAction};
+use fs_wire::EspSpi;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 pub(super) struct InstalledChild {
-    pub(super) ike_sa: u64,
+    pub(super) ike_sa: IkeSaId,
     pub(super) child: String,
-    pub(super) spi_in: u32,
-    pub(super) spi_out: u32,
+    pub(super) spi_in: EspSpi,
+    pub(super) spi_out: EspSpi,
     pub(super) nets: Vec<IpNet>,
     /// Outbound policy held back (we answered the rekey): installed once the new SA carries
     /// inbound traffic or the SA it replaces is removed.
@@ -184,7 +185,7 @@ impl Daemon {
 
     /// Install the held-back outbound policy of the newest successor of `ike_sa`/`child`,
     /// if no SA of that child is sending any more.
-    pub(super) fn activate_successor(&mut self, ike_sa: u64, child: &str) {
+    pub(super) fn activate_successor(&mut self, ike_sa: IkeSaId, child: &str) {
         let same = |c: &InstalledChild| c.ike_sa == ike_sa && c.child == child;
         if self
             .installed
@@ -244,7 +245,7 @@ impl Daemon {
     }
 
     /// NAT rebinding: the outbound ESP of every CHILD_SA of `ike_sa` goes to `remote` now.
-    pub(super) fn peer_moved(&mut self, ike_sa: u64, remote: SocketAddr) {
+    pub(super) fn peer_moved(&mut self, ike_sa: IkeSaId, remote: SocketAddr) {
         for c in self.installed.iter_mut().filter(|c| c.ike_sa == ike_sa) {
             if let Some(PolicyAction::Protect(e)) = c.pending_out.as_mut().map(|p| &mut p.action) {
                 e.remote = remote;
@@ -257,12 +258,8 @@ impl Daemon {
 
 /// The outbound and inbound ESP SAs of a CHILD_SA (None, logged, if either cannot be made).
 fn esp_sas(c: &ChildSa) -> Option<(Arc<fs_esp::OutboundSa>, Arc<fs_esp::InboundSa>)> {
-    use fs_ike::config::fs_esp_mode::Mode as IkeMode;
-    let mode = match c.mode {
-        IkeMode::Tunnel => fs_esp::Mode::Tunnel,
-        IkeMode::Transport => fs_esp::Mode::Transport,
-    };
-    if mode == fs_esp::Mode::Transport {
+    let mode = c.mode;
+    if mode == fs_wire::Mode::Transport {
         warn!("CHILD_SA {}{{{}}}: transport mode is not supported by the TUN data plane; packets will be dropped", c.conn, c.child);
     }
     let mk = |k: &fs_ike::SaKeys, window: u32| fs_esp::SaConfig {
@@ -302,8 +299,8 @@ fn esp_sas(c: &ChildSa) -> Option<(Arc<fs_esp::OutboundSa>, Arc<fs_esp::InboundS
 /// outbound side is absent while its policy is held back after a rekey we answered).
 fn child_counters(
     tables: &fs_dataplane::Tables,
-    spi_in: u32,
-    spi_out: u32,
+    spi_in: EspSpi,
+    spi_out: EspSpi,
 ) -> fs_ike::ChildCounters {
     let (i, o) = tables.sa_counters(spi_in, spi_out);
     let (i, o) = (i.unwrap_or_default(), o.unwrap_or_default());
@@ -323,7 +320,7 @@ mod tests {
 
     fn sa_cfg(spi: u32) -> fs_esp::SaConfig {
         fs_esp::SaConfig {
-            spi,
+            spi: EspSpi(spi),
             encr: fs_crypto::EncrAlg::AesGcm16_256,
             integ: None,
             encr_key: vec![7; 36].into(),
@@ -361,17 +358,17 @@ mod tests {
             Policy::new("c", "ch", vec![l], vec![r], PolicyAction::Protect(entry)),
             inb,
         );
-        let c = child_counters(&t, 0x100, 0x200);
+        let c = child_counters(&t, EspSpi(0x100), EspSpi(0x200));
         assert_eq!(c.seq_out, near);
         assert!(c.seq_out >= (1u64 << 32) - fs_ike::SEQ_REKEY_MARGIN);
         assert_eq!(
-            child_counters(&t, 0x101, 0x201),
+            child_counters(&t, EspSpi(0x101), EspSpi(0x201)),
             fs_ike::ChildCounters::default()
         );
         // NAT rebinding: the outbound entry follows the peer.
         let new: SocketAddr = "2.2.2.2:31337".parse().unwrap();
-        assert!(t.set_outbound_remote(0x200, new));
-        assert!(!t.set_outbound_remote(0x999, new));
+        assert!(t.set_outbound_remote(EspSpi(0x200), new));
+        assert!(!t.set_outbound_remote(EspSpi(0x999), new));
         let remote = t.spd().iter().find_map(|p| match &p.action {
             PolicyAction::Protect(e) => Some(e.remote),
             _ => None,

@@ -12,22 +12,10 @@ impl Daemon {
             .status(now)
             .into_iter()
             .map(|sa| {
-                let id = sa.id;
-                IkeSaStatus::new(sa, |ch, spis| {
-                    // fs-ike's SPIs; failing those, the newest installed SA of that child.
-                    let spis = spis.or_else(|| {
-                        self.installed
-                            .iter()
-                            .rev()
-                            .find(|c| c.ike_sa == id && c.child == ch.name)
-                            .map(|c| (c.spi_in, c.spi_out))
-                    });
-                    let (i, o) = spis
-                        .map(|(i, o)| tables.sa_counters(i, o))
-                        .unwrap_or((None, None));
+                IkeSaStatus::new(sa, |ch| {
+                    let (i, o) = tables.sa_counters(ch.spi_in, ch.spi_out);
                     let (i, o) = (i.unwrap_or_default(), o.unwrap_or_default());
-                    let (spi_in, spi_out) = spis.unwrap_or_default();
-                    let traffic = ChildTraffic {
+                    ChildTraffic {
                         bytes_in: i.bytes,
                         packets_in: i.packets,
                         bytes_out: o.bytes,
@@ -35,8 +23,7 @@ impl Daemon {
                         dropped_replay: i.dropped_replay.saturating_add(o.dropped_replay),
                         dropped_auth: i.dropped_auth.saturating_add(o.dropped_auth),
                         dropped_malformed: i.dropped_malformed.saturating_add(o.dropped_malformed),
-                    };
-                    (spi_in, spi_out, traffic)
+                    }
                 })
             })
             .collect();

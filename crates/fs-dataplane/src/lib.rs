@@ -40,6 +40,7 @@ pub use tables::{
 
 use crossbeam_channel::Sender;
 use fs_esp::ip::PacketInfo;
+use fs_esp::EspSpi;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -128,7 +129,7 @@ pub enum DpMessage {
     /// Authenticated ESP-in-UDP (decapsulated: ICV and replay checks passed) of inbound SA
     /// `spi_in` came from `remote`, not from where the peer was expected (NAT rebinding).
     /// At most once a second per SA ([`tables::PEER_NOTIFY_INTERVAL_MS`]).
-    PeerEndpoint { spi_in: u32, remote: SocketAddr },
+    PeerEndpoint { spi_in: EspSpi, remote: SocketAddr },
 }
 
 struct UdpSock {
@@ -1090,9 +1091,9 @@ impl Worker {
                     } else if d.len() >= 4 && d[..4] == NON_ESP_MARKER {
                         self.ike_to_control(s.local, from, d[4..].to_vec());
                     } else {
-                        let spi = d
-                            .get(..4)
-                            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                        let spi = d.get(..4).map_or(EspSpi(0), |b| {
+                            EspSpi::from_be_bytes([b[0], b[1], b[2], b[3]])
+                        });
                         if let Some(r) = self.inbound_esp(&sad, &mut cache, d, from) {
                             // authenticated: the peer may have moved (NAT rebinding)
                             note_peer(&sh, &peers, &mut peer_cache, spi, from);
@@ -1302,7 +1303,7 @@ impl Worker {
     /// write ([`Worker::flush_tun`]); None if the packet was dropped.
     fn inbound_esp<'s>(
         &mut self,
-        sad: &'s HashMap<u32, InboundEntry>,
+        sad: &'s HashMap<EspSpi, InboundEntry>,
         cache: &mut SaCache<'s>,
         pkt: &mut [u8],
         from: SocketAddr,
@@ -1314,7 +1315,7 @@ impl Worker {
             GlobalCounters::inc(&c.malformed);
             return None;
         }
-        let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
+        let spi = EspSpi::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
         let entry = match cache.last {
             Some((s, e)) if s == spi => e,
             _ => {
@@ -1394,9 +1395,9 @@ impl Worker {
 #[inline]
 fn note_peer<'p>(
     sh: &Shared,
-    peers: &'p HashMap<u32, PeerTrack>,
-    cache: &mut Option<(u32, Option<&'p PeerTrack>)>,
-    spi: u32,
+    peers: &'p HashMap<EspSpi, PeerTrack>,
+    cache: &mut Option<(EspSpi, Option<&'p PeerTrack>)>,
+    spi: EspSpi,
     from: SocketAddr,
 ) {
     let t = match *cache {
@@ -1449,7 +1450,7 @@ fn is_ike_sa_init_request(ike: &[u8]) -> bool {
 /// share their SA; saves the hash lookup). Lives only while the SAD read guard is held.
 #[derive(Default)]
 struct SaCache<'s> {
-    last: Option<(u32, &'s InboundEntry)>,
+    last: Option<(EspSpi, &'s InboundEntry)>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Security Policy Database (ordered, first match) and Security Association Database (by SPI),
 //! shared between the control thread (writer) and the workers (readers).
-use fs_esp::{Counters, InboundSa, OutboundSa};
+use fs_esp::{Counters, EspSpi, InboundSa, OutboundSa};
 use fs_wire::ts::TrafficSelector;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -78,7 +78,7 @@ impl Policy {
                 .any(|t| t.matches(dst, protocol, dport))
     }
 
-    fn spi_out(&self) -> Option<u32> {
+    fn spi_out(&self) -> Option<EspSpi> {
         match &self.action {
             PolicyAction::Protect(e) => Some(e.sa.spi()),
             _ => None,
@@ -215,9 +215,9 @@ impl PeerTrack {
 #[derive(Default)]
 pub struct Tables {
     spd: RwLock<Vec<Policy>>,
-    sad: RwLock<HashMap<u32, InboundEntry>>,
+    sad: RwLock<HashMap<EspSpi, InboundEntry>>,
     /// Peer-endpoint tracking of UDP-encapsulated inbound SAs, by inbound SPI.
-    peers: RwLock<HashMap<u32, PeerTrack>>,
+    peers: RwLock<HashMap<EspSpi, PeerTrack>>,
 }
 
 // A poisoned lock only means a thread panicked while holding it; the data is still usable.
@@ -240,7 +240,7 @@ impl Tables {
     }
 
     /// Read access to the SAD (workers).
-    pub fn sad(&self) -> RwLockReadGuard<'_, HashMap<u32, InboundEntry>> {
+    pub fn sad(&self) -> RwLockReadGuard<'_, HashMap<EspSpi, InboundEntry>> {
         r(&self.sad)
     }
 
@@ -300,7 +300,7 @@ impl Tables {
 
     /// NAT rebinding (RFC 7296 2.23): send the ESP of outbound SA `spi_out` to `remote` from
     /// now on. Returns true if the SA was found.
-    pub fn set_outbound_remote(&self, spi_out: u32, remote: SocketAddr) -> bool {
+    pub fn set_outbound_remote(&self, spi_out: EspSpi, remote: SocketAddr) -> bool {
         let mut found = false;
         for p in w(&self.spd).iter_mut() {
             if let PolicyAction::Protect(e) = &mut p.action {
@@ -314,20 +314,20 @@ impl Tables {
     }
 
     /// Read access to the peer-endpoint trackers (UDP-encapsulated inbound SAs, by SPI).
-    pub fn peers(&self) -> RwLockReadGuard<'_, HashMap<u32, PeerTrack>> {
+    pub fn peers(&self) -> RwLockReadGuard<'_, HashMap<EspSpi, PeerTrack>> {
         r(&self.peers)
     }
 
     /// Track the source of the authenticated ESP-in-UDP of inbound SA `spi_in`, expected
     /// from `remote`; a different source is reported as [`crate::DpMessage::PeerEndpoint`].
     /// Replaces an existing tracker.
-    pub fn track_peer(&self, spi_in: u32, remote: SocketAddr) {
+    pub fn track_peer(&self, spi_in: EspSpi, remote: SocketAddr) {
         w(&self.peers).insert(spi_in, PeerTrack::new(remote));
     }
 
     /// The control thread moved inbound SA `spi_in`'s peer to `remote`: expect it there
     /// (no report). Returns true if the SA is tracked.
-    pub fn set_peer_remote(&self, spi_in: u32, remote: SocketAddr) -> bool {
+    pub fn set_peer_remote(&self, spi_in: EspSpi, remote: SocketAddr) -> bool {
         match r(&self.peers).get(&spi_in) {
             Some(t) => {
                 t.set_remote(remote);
@@ -338,7 +338,7 @@ impl Tables {
     }
 
     /// Highest sequence number used by outbound SA `spi_out` (None if not installed).
-    pub fn outbound_seq(&self, spi_out: u32) -> Option<u64> {
+    pub fn outbound_seq(&self, spi_out: EspSpi) -> Option<u64> {
         r(&self.spd).iter().find_map(|p| match &p.action {
             PolicyAction::Protect(e) if e.sa.spi() == spi_out => Some(e.sa.seq()),
             _ => None,
@@ -346,12 +346,12 @@ impl Tables {
     }
 
     /// Packets received so far on inbound SA `spi_in` (None if not installed).
-    pub fn inbound_packets(&self, spi_in: u32) -> Option<u64> {
+    pub fn inbound_packets(&self, spi_in: EspSpi) -> Option<u64> {
         r(&self.sad).get(&spi_in).map(|e| e.sa.counters().packets)
     }
 
     /// Remove a CHILD_SA by its SPIs. Returns true if anything was removed.
-    pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> bool {
+    pub fn remove_child(&self, spi_in: EspSpi, spi_out: EspSpi) -> bool {
         let a = w(&self.sad).remove(&spi_in).is_some();
         w(&self.peers).remove(&spi_in);
         let mut spd = w(&self.spd);
@@ -368,7 +368,11 @@ impl Tables {
     }
 
     /// Counters of the inbound SA `spi_in` and outbound SA `spi_out`, if installed.
-    pub fn sa_counters(&self, spi_in: u32, spi_out: u32) -> (Option<Counters>, Option<Counters>) {
+    pub fn sa_counters(
+        &self,
+        spi_in: EspSpi,
+        spi_out: EspSpi,
+    ) -> (Option<Counters>, Option<Counters>) {
         let inb = r(&self.sad).get(&spi_in).map(|e| e.sa.counters());
         let out = r(&self.spd).iter().find_map(|p| match &p.action {
             PolicyAction::Protect(e) if e.sa.spi() == spi_out => Some(e.sa.counters()),
@@ -452,6 +456,7 @@ mod tests {
     use super::*;
 
     fn sa_cfg(spi: u32) -> fs_esp::SaConfig {
+        let spi = EspSpi(spi);
         fs_esp::SaConfig {
             spi,
             encr: fs_crypto::EncrAlg::AesGcm16_256,
@@ -496,27 +501,27 @@ mod tests {
             inb,
         );
         assert_eq!(first(&t), Some(true), "SA policy wins");
-        assert!(t.sad().get(&0x100).unwrap().selectors_match(
+        assert!(t.sad().get(&EspSpi(0x100)).unwrap().selectors_match(
             a("10.2.0.1"),
             a("10.1.0.1"),
             1,
             None,
             None
         ));
-        assert!(!t.sad().get(&0x100).unwrap().selectors_match(
+        assert!(!t.sad().get(&EspSpi(0x100)).unwrap().selectors_match(
             a("10.1.0.1"),
             a("10.2.0.1"),
             1,
             None,
             None
         ));
-        let (i, o) = t.sa_counters(0x100, 0x200);
+        let (i, o) = t.sa_counters(EspSpi(0x100), EspSpi(0x200));
         assert!(i.is_some() && o.is_some());
-        assert!(t.remove_child(0x100, 0x200));
+        assert!(t.remove_child(EspSpi(0x100), EspSpi(0x200)));
         assert_eq!(first(&t), Some(false));
         assert!(t.sad().is_empty());
-        assert_eq!(t.sa_counters(0x100, 0x200), (None, None));
-        assert!(!t.remove_child(0x100, 0x200));
+        assert_eq!(t.sa_counters(EspSpi(0x100), EspSpi(0x200)), (None, None));
+        assert!(!t.remove_child(EspSpi(0x100), EspSpi(0x200)));
     }
 
     #[test]
@@ -545,11 +550,14 @@ mod tests {
         assert_ne!(addr_key(a6), addr_key(old));
         // Tables: tracked per inbound SPI, removed with the SA.
         let tb = Tables::new();
-        tb.track_peer(0x100, old);
-        assert!(tb.set_peer_remote(0x100, new));
-        assert!(!tb.set_peer_remote(0x101, new));
-        assert_eq!(tb.peers().get(&0x100).map(|p| p.remote()), Some(new));
-        tb.remove_child(0x100, 0x200);
+        tb.track_peer(EspSpi(0x100), old);
+        assert!(tb.set_peer_remote(EspSpi(0x100), new));
+        assert!(!tb.set_peer_remote(EspSpi(0x101), new));
+        assert_eq!(
+            tb.peers().get(&EspSpi(0x100)).map(|p| p.remote()),
+            Some(new)
+        );
+        tb.remove_child(EspSpi(0x100), EspSpi(0x200));
         assert!(tb.peers().is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! UDP-encapsulated. Needs root and iproute2; skipped otherwise.
 use fs_crypto::EncrAlg;
 use fs_dataplane::{DataPlane, DataPlaneConfig, InboundEntry, OutboundEntry, Policy, PolicyAction};
-use fs_esp::{InboundSa, Mode, OutboundSa, SaConfig};
+use fs_esp::{EspSpi, InboundSa, Mode, OutboundSa, SaConfig};
 use fs_wire::ts::TrafficSelector;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -64,7 +64,7 @@ impl Drop for NsGuard {
 
 fn sa_cfg(spi: u32, key: u8, window: u32) -> SaConfig {
     SaConfig {
-        spi,
+        spi: EspSpi(spi),
         encr: EncrAlg::AesGcm16_256,
         integ: None,
         encr_key: vec![key; 36].into(), // 32-byte key + 4-byte salt
@@ -268,8 +268,8 @@ fn run_pair(tag: &str, udp_encap: bool) {
         "192.168.102.1",
     ]);
     let (dpa, dpb) = (&g.planes[0], &g.planes[1]);
-    let (ai, ao) = dpa.tables().sa_counters(0x2000, 0x1000);
-    let (bi, bo) = dpb.tables().sa_counters(0x1000, 0x2000);
+    let (ai, ao) = dpa.tables().sa_counters(EspSpi(0x2000), EspSpi(0x1000));
+    let (bi, bo) = dpb.tables().sa_counters(EspSpi(0x1000), EspSpi(0x2000));
     let ca = dpa.counters().snapshot();
     let cb = dpb.counters().snapshot();
     assert!(
@@ -448,8 +448,8 @@ fn parallel_flows_over_four_tun_queues() {
         .collect();
     let served = server.join().expect("server thread");
 
-    let (ai, ao) = dpa.tables().sa_counters(0x2000, 0x1000);
-    let (bi, bo) = dpb.tables().sa_counters(0x1000, 0x2000);
+    let (ai, ao) = dpa.tables().sa_counters(EspSpi(0x2000), EspSpi(0x1000));
+    let (bi, bo) = dpb.tables().sa_counters(EspSpi(0x1000), EspSpi(0x2000));
     let (ai, ao, bi, bo) = (ai.unwrap(), ao.unwrap(), bi.unwrap(), bo.unwrap());
     let (ca, cb) = (dpa.counters().snapshot(), dpb.counters().snapshot());
     let (qa, qb) = (dpa.tun_queue_packets(), dpb.tun_queue_packets());

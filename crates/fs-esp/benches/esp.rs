@@ -18,7 +18,7 @@ const SIZES: [usize; 4] = [64, 512, 1400, 9000];
 
 fn cfg(encr: EncrAlg, integ: Option<IntegAlg>) -> SaConfig {
     SaConfig {
-        spi: 0x1000_0001,
+        spi: fs_esp::EspSpi(0x1000_0001),
         encr,
         integ,
         encr_key: vec![0x11; encr.key_len()].into(),

@@ -15,7 +15,9 @@ pub use fs_crypto::{EncrAlg, IntegAlg};
 pub use ip::PacketInfo;
 pub use mtu::{esp_overhead, tunnel_mtu, tunnel_overhead};
 pub use replay::ReplayWindow;
-pub use sa::{Counters, Decapsulated, EspError, InboundSa, Mode, OutboundSa, SaConfig, NH_NO_NEXT};
+pub use sa::{
+    Counters, Decapsulated, EspError, EspSpi, InboundSa, Mode, OutboundSa, SaConfig, NH_NO_NEXT,
+};
 
 /// ESP header: SPI (4) + sequence number (4).
 pub const ESP_HEADER_LEN: usize = 8;

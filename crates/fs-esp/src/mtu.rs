@@ -115,7 +115,7 @@ mod tests {
         ];
         for (encr, integ) in suites {
             let sa = crate::OutboundSa::new(&crate::SaConfig {
-                spi: 1,
+                spi: crate::EspSpi(1),
                 encr,
                 integ,
                 encr_key: vec![7; encr.key_len()].into(),

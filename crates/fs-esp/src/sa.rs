@@ -21,18 +21,13 @@ use std::sync::atomic::{
 };
 use std::sync::Mutex;
 
-/// Tunnel (whole inner IP packet) or transport (upper-layer payload) mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Mode {
-    Tunnel,
-    Transport,
-}
+pub use fs_wire::{EspSpi, Mode};
 
 /// Everything needed to key one direction of a CHILD_SA. The keys are [`Secret`]s (wiped on
 /// drop, redacted in `Debug`); the config is not `Clone`.
 #[derive(Debug)]
 pub struct SaConfig {
-    pub spi: u32,
+    pub spi: EspSpi,
     pub encr: EncrAlg,
     pub integ: Option<IntegAlg>,
     pub encr_key: Secret,
@@ -125,7 +120,7 @@ fn alignment(t: &Transform) -> usize {
 
 /// Sending side of an SA.
 pub struct OutboundSa {
-    spi: u32,
+    spi: EspSpi,
     esn: bool,
     transform: Transform,
     align: usize,
@@ -168,7 +163,7 @@ impl OutboundSa {
     }
 
     /// The peer-assigned SPI written into every packet.
-    pub fn spi(&self) -> u32 {
+    pub fn spi(&self) -> EspSpi {
         self.spi
     }
 
@@ -347,7 +342,7 @@ impl OutboundSa {
 /// The replay window sits behind a `Mutex` held only for the pre-check and the update (never
 /// during crypto). A lock-free window (atomic words, CAS on the top) is future work.
 pub struct InboundSa {
-    spi: u32,
+    spi: EspSpi,
     esn: bool,
     mode: Mode,
     transform: Transform,
@@ -372,7 +367,7 @@ impl InboundSa {
     }
 
     /// Our SPI, expected in every packet.
-    pub fn spi(&self) -> u32 {
+    pub fn spi(&self) -> EspSpi {
         self.spi
     }
 
@@ -423,7 +418,7 @@ impl InboundSa {
         let Some(&[s0, s1, s2, s3, q0, q1, q2, q3]) = pkt.first_chunk::<8>() else {
             return Err(EspError::Malformed);
         };
-        let spi = u32::from_be_bytes([s0, s1, s2, s3]);
+        let spi = EspSpi::from_be_bytes([s0, s1, s2, s3]);
         if spi != self.spi {
             return Err(EspError::WrongSpi);
         }
@@ -503,7 +498,7 @@ mod tests {
 
     fn cfg(encr: EncrAlg, integ: Option<IntegAlg>, mode: Mode, window: u32, esn: bool) -> SaConfig {
         SaConfig {
-            spi: 0xc0de_0001,
+            spi: EspSpi(0xc0de_0001),
             encr,
             integ,
             encr_key: Secret::new((0..encr.key_len()).map(|i| i as u8 ^ 0x5a).collect()),

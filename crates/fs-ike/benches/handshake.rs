@@ -192,7 +192,7 @@ impl Pair {
     }
 
     /// Inbound SPIs of the CHILD_SAs node `i` holds (installed and not removed since).
-    fn children(&self, i: usize) -> Vec<u32> {
+    fn children(&self, i: usize) -> Vec<fs_wire::EspSpi> {
         let mut v = Vec::new();
         for e in &self.events[i] {
             match e {
@@ -216,7 +216,7 @@ impl Pair {
         assert!(!closed(0) && !closed(1), "an IKE SA was closed");
         let (a, b) = (self.children(0), self.children(1));
         assert_eq!((a.len(), b.len()), (1, 1), "children: {a:x?} / {b:x?}");
-        let out = |i: usize, spi_in: u32| {
+        let out = |i: usize, spi_in: fs_wire::EspSpi| {
             self.events[i].iter().rev().find_map(|e| match e {
                 Event::ChildSaInstalled(c) if c.inbound.spi == spi_in => Some(c.outbound.spi),
                 _ => None,

@@ -204,7 +204,7 @@ pub struct ChildConfig {
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
     pub esp_proposals: Vec<EspProposal>,
-    pub mode: fs_esp_mode::Mode,
+    pub mode: fs_wire::Mode,
     pub start_action: StartAction,
     /// Anti-replay window (packets).
     pub replay_window: u32,
@@ -237,7 +237,7 @@ impl ChildConfig {
             local_ts,
             remote_ts,
             esp_proposals,
-            mode: fs_esp_mode::Mode::Tunnel,
+            mode: fs_wire::Mode::Tunnel,
             start_action: StartAction::None,
             replay_window: 1024,
             rekey_time: None,
@@ -248,17 +248,5 @@ impl ChildConfig {
             life_bytes: 0,
             life_packets: 0,
         }
-    }
-}
-
-/// IPsec mode, mirrored here to keep fs-ike independent of the ESP crate.
-pub mod fs_esp_mode {
-    use serde::{Deserialize, Serialize};
-    /// Tunnel or transport mode.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
-    pub enum Mode {
-        Tunnel,
-        Transport,
     }
 }

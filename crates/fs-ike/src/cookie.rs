@@ -97,7 +97,7 @@ struct Secrets {
 pub(crate) struct DosGuard {
     secrets: Option<Secrets>,
     /// Our SPI of every half-open responder SA -> the initiator's address.
-    half_open: HashMap<u64, IpAddr>,
+    half_open: HashMap<fs_wire::IkeSpi, IpAddr>,
     /// Half-open SAs per initiator address (entries removed at 0).
     per_source: HashMap<IpAddr, u32>,
 }
@@ -269,7 +269,7 @@ impl DosGuard {
     }
 
     /// A half-open SA was created.
-    pub(crate) fn opened(&mut self, spi: u64, ip: IpAddr, stats: &mut IkeStats) {
+    pub(crate) fn opened(&mut self, spi: fs_wire::IkeSpi, ip: IpAddr, stats: &mut IkeStats) {
         if self.half_open.insert(spi, ip).is_none() {
             *self.per_source.entry(ip).or_insert(0) += 1;
         }
@@ -278,7 +278,7 @@ impl DosGuard {
     }
 
     /// The SA with our SPI `spi` is no longer half-open (IKE_AUTH came, or it is gone).
-    pub(crate) fn settled(&mut self, spi: u64, stats: &mut IkeStats) {
+    pub(crate) fn settled(&mut self, spi: fs_wire::IkeSpi, stats: &mut IkeStats) {
         let Some(ip) = self.half_open.remove(&spi) else {
             return;
         };

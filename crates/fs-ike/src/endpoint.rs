@@ -1,7 +1,5 @@
 //! The IKE endpoint: demultiplexes datagrams by IKE SPI to IKE SAs, runs their state machines.
-use crate::config::{
-    fs_esp_mode::Mode, ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy,
-};
+use crate::config::{ChildConfig, Config, ConnConfig, DpdAction, RetransmitConfig, UniquePolicy};
 use crate::cookie::{Admit, DosGuard};
 use crate::fragment::{self, FragState, Verdict, Window};
 use crate::limited;
@@ -17,7 +15,23 @@ use fs_wire::ike::{
     IdPayload, Message, Payload, Proposal, WireError, IKE_VERSION,
 };
 use fs_wire::ts::TrafficSelector;
-use serde::Serialize;
+use fs_wire::{EspSpi, IkeSpi, Mode};
+
+/// The unique id of an IKE SA within an [`Endpoint`] (`ferroswan status` `#n`, the logs'
+/// `conn[n]`), never reused; not an SPI. Printed and serialized as its number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct IkeSaId(pub u64);
+
+impl std::fmt::Display for IkeSaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -38,7 +52,7 @@ pub struct Transmit {
 /// Keys of one direction of a CHILD_SA ([`Secret`]: wiped on drop, redacted in `Debug`).
 #[derive(Debug)]
 pub struct SaKeys {
-    pub spi: u32,
+    pub spi: EspSpi,
     pub encr_key: Secret,
     pub integ_key: Secret,
 }
@@ -58,7 +72,7 @@ impl Clone for SaKeys {
 /// A negotiated CHILD_SA, to install in the data plane.
 #[derive(Clone)]
 pub struct ChildSa {
-    pub ike_sa: u64,
+    pub ike_sa: IkeSaId,
     pub conn: String,
     pub child: String,
     pub mode: Mode,
@@ -108,14 +122,14 @@ pub enum CloseReason {
 #[derive(Clone)]
 pub enum Event {
     IkeSaEstablished {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         local: SocketAddr,
         remote: SocketAddr,
     },
     /// An IKE SA ended or an attempt failed; all its CHILD_SAs are removed (ChildSaRemoved first).
     IkeSaClosed {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         reason: CloseReason,
         /// It had been established: a `Timeout` then means a dead peer (DPD or an
@@ -124,17 +138,17 @@ pub enum Event {
     },
     ChildSaInstalled(Box<ChildSa>),
     ChildSaRemoved {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         child: String,
-        spi_in: u32,
-        spi_out: u32,
+        spi_in: EspSpi,
+        spi_out: EspSpi,
     },
     /// A CHILD_SA could not be negotiated (e.g. TS_UNACCEPTABLE or NO_PROPOSAL_CHOSEN for the
     /// child in IKE_AUTH or CREATE_CHILD_SA); the IKE SA stays up (RFC 7296 2.21.2). `child` is
     /// empty when the responder found no matching child configuration.
     ChildSaFailed {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         child: String,
         reason: CloseReason,
@@ -142,7 +156,7 @@ pub enum Event {
     /// The peer of an established IKE SA now sends from `remote` (NAT rebinding, RFC 7296
     /// 2.23): its CHILD_SAs' outbound ESP must go there too.
     PeerEndpointChanged {
-        ike_sa: u64,
+        ike_sa: IkeSaId,
         conn: String,
         remote: SocketAddr,
     },
@@ -160,7 +174,7 @@ pub enum IkeError {
     #[error("connection {0:?} has no IKE SA")]
     NotEstablished(String),
     #[error("no CHILD_SA with inbound SPI {0:08x}")]
-    UnknownChildSa(u32),
+    UnknownChildSa(EspSpi),
 }
 
 /// Status of one CHILD_SA for `ferroswan status` (counters are filled in by the daemon).
@@ -170,8 +184,8 @@ pub struct ChildSaInfo {
     pub state: String,
     pub mode: Mode,
     pub protocol: String,
-    pub spi_in: String,
-    pub spi_out: String,
+    pub spi_in: EspSpi,
+    pub spi_out: EspSpi,
     pub encr: String,
     pub integ: Option<String>,
     pub esn: bool,
@@ -190,7 +204,7 @@ pub struct ChildSaInfo {
 /// Status of one IKE SA.
 #[derive(Clone, Debug, Serialize)]
 pub struct IkeSaInfo {
-    pub id: u64,
+    pub id: IkeSaId,
     pub conn: String,
     pub state: String,
     pub initiator: bool,
@@ -198,8 +212,8 @@ pub struct IkeSaInfo {
     pub remote: String,
     pub local_id: String,
     pub remote_id: String,
-    pub spi_i: String,
-    pub spi_r: String,
+    pub spi_i: IkeSpi,
+    pub spi_r: IkeSpi,
     pub encr: Option<String>,
     pub integ: Option<String>,
     pub prf: Option<String>,
@@ -354,29 +368,29 @@ struct Keys {
 /// A CHILD_SA we proposed (initiator side), waiting for the answer.
 struct ChildProposal {
     name: String,
-    spi_in: u32,
+    spi_in: EspSpi,
     /// Our nonce for CREATE_CHILD_SA (empty in IKE_AUTH: the IKE SA nonces are used).
     ni: Vec<u8>,
     transport: bool,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     /// Inbound SPI of the CHILD_SA this request rekeys (REKEY_SA).
-    rekey: Option<u32>,
+    rekey: Option<EspSpi>,
     /// Our PFS key exchange (KEi).
     kex: Option<KeyExchange>,
     /// Collision (RFC 7296 2.8.1): the peer rekeyed the same CHILD_SA meanwhile; our inbound
     /// SPI of the SA it created and the lowest nonce of its exchange.
-    collision: Option<(u32, Vec<u8>)>,
+    collision: Option<(EspSpi, Vec<u8>)>,
 }
 
 /// Our IKE SA rekey request (RFC 7296 1.3.2), waiting for the answer.
 struct IkeRekey {
-    spi: u64,
+    spi: IkeSpi,
     ni: Vec<u8>,
     kex: KeyExchange,
     /// Collision (RFC 7296 2.8.2): the peer rekeyed this IKE SA meanwhile; our SPI of the IKE SA
     /// it created (kept inactive until we decide) and the lowest nonce of its exchange.
-    collision: Option<(u64, Vec<u8>)>,
+    collision: Option<(IkeSpi, Vec<u8>)>,
 }
 
 enum ReqKind {
@@ -385,7 +399,7 @@ enum ReqKind {
     CreateChild(ChildProposal),
     RekeyIke(IkeRekey),
     /// Delete of these inbound ESP SPIs of ours.
-    DeleteChild(Vec<u32>),
+    DeleteChild(Vec<EspSpi>),
     DeleteIke,
     /// Liveness check (empty INFORMATIONAL).
     Dpd,
@@ -395,10 +409,10 @@ enum ReqKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Task {
     /// Delete our inbound ESP SPI.
-    DeleteChild(u32),
+    DeleteChild(EspSpi),
     RekeyIke,
     /// Rekey the CHILD_SA with this inbound SPI.
-    RekeyChild(u32),
+    RekeyChild(EspSpi),
     /// Create a CHILD_SA from configuration (only in the delayed list).
     Create(String),
     Dpd,
@@ -442,16 +456,16 @@ struct InstalledChild {
 }
 
 struct IkeSa {
-    id: u64,
+    id: IkeSaId,
     conn: ConnConfig,
     initiator: bool,
     state: State,
-    spi_i: u64,
-    spi_r: u64,
+    spi_i: IkeSpi,
+    spi_r: IkeSpi,
     local: SocketAddr,
     remote: SocketAddr,
     /// Responder: key of the IKE_SA_INIT retransmit index.
-    init_key: Option<(SocketAddr, u64)>,
+    init_key: Option<(SocketAddr, IkeSpi)>,
     suite: Option<IkeSuite>,
     kex: Option<KeyExchange>,
     ni: Vec<u8>,
@@ -504,9 +518,9 @@ struct IkeSa {
     reauth_at: Option<Instant>,
     /// This IKE SA reauthenticates (replaces) the IKE SA with this unique id: once it is
     /// established with its children, that one is deleted (make-before-break).
-    reauth_of: Option<u64>,
+    reauth_of: Option<IkeSaId>,
     /// A reauthentication of this IKE SA is in progress (unique id of the new IKE SA).
-    reauth_by: Option<u64>,
+    reauth_by: Option<IkeSaId>,
     /// Authenticated ESP came from this new address ([`Endpoint::note_peer_endpoint`]): the
     /// next liveness check goes there; its authenticated answer moves the IKE SA.
     probe_remote: Option<SocketAddr>,
@@ -525,12 +539,12 @@ impl IkeSa {
     /// starting values; callers override the rest with struct-update syntax.
     #[allow(clippy::too_many_arguments)]
     fn new(
-        id: u64,
+        id: IkeSaId,
         conn: ConnConfig,
         initiator: bool,
         state: State,
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         local: SocketAddr,
         remote: SocketAddr,
         now: Instant,
@@ -591,7 +605,7 @@ impl IkeSa {
 }
 
 impl IkeSa {
-    fn our_spi(&self) -> u64 {
+    fn our_spi(&self) -> IkeSpi {
         if self.initiator {
             self.spi_i
         } else {
@@ -648,7 +662,7 @@ impl IkeSa {
         }
         t.into_iter().min()
     }
-    fn child_by_in(&self, spi: u32) -> Option<usize> {
+    fn child_by_in(&self, spi: EspSpi) -> Option<usize> {
         self.children.iter().position(|c| c.sa.inbound.spi == spi)
     }
     fn pending_rekey_ike(&mut self) -> Option<&mut IkeRekey> {
@@ -851,12 +865,12 @@ fn child_keys(
     let km = ikev2::child_keymat(prf, sk_d, g_ir, ni, nr, 2 * (ek + ik));
     let part = |a: usize, b: usize| Secret::from_slice(km.get(a..b).unwrap_or_default());
     let i2r = SaKeys {
-        spi: 0,
+        spi: EspSpi(0),
         encr_key: part(0, ek),
         integ_key: part(ek, ek + ik),
     };
     let r2i = SaKeys {
-        spi: 0,
+        spi: EspSpi(0),
         encr_key: part(ek + ik, 2 * ek + ik),
         integ_key: part(2 * ek + ik, 2 * (ek + ik)),
     };
@@ -867,9 +881,9 @@ fn child_keys(
 pub struct Endpoint {
     config: Config,
     rng: Box<dyn Rng>,
-    sas: HashMap<u64, IkeSa>,
+    sas: HashMap<IkeSpi, IkeSa>,
     /// Responder: (peer address, SPIi) of IKE_SA_INIT requests -> our SPI, for retransmits.
-    init_index: HashMap<(SocketAddr, u64), u64>,
+    init_index: HashMap<(SocketAddr, IkeSpi), IkeSpi>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -953,7 +967,7 @@ impl Endpoint {
         let from_initiator = h.flags & flags::INITIATOR != 0;
         let is_response = h.flags & flags::RESPONSE != 0;
         let init_req = h.exchange == exchange::IKE_SA_INIT && !is_response;
-        let our_spi = if from_initiator { h.spi_r } else { h.spi_i };
+        let our_spi = IkeSpi(if from_initiator { h.spi_r } else { h.spi_i });
         if init_req && !(from_initiator && h.spi_r == 0 && h.message_id == 0 && h.spi_i != 0) {
             limited!(now, DEBUG, %remote, "dropping invalid IKE_SA_INIT request");
             self.stats.dropped_malformed += 1;
@@ -968,8 +982,8 @@ impl Endpoint {
             let init_resp =
                 h.exchange == exchange::IKE_SA_INIT && is_response && sa.state == State::InitSent;
             if sa.initiator == from_initiator
-                || sa.spi_i != h.spi_i
-                || (sa.spi_r != h.spi_r && !init_resp)
+                || sa.spi_i != IkeSpi(h.spi_i)
+                || (sa.spi_r != IkeSpi(h.spi_r) && !init_resp)
             {
                 limited!(now, DEBUG, %remote, "dropping message with mismatched SPIs/flags");
                 self.stats.dropped_unknown_spi += 1;
@@ -1096,7 +1110,7 @@ impl Endpoint {
         cfg: ConnConfig,
         wanted: Vec<String>,
         path: Option<(SocketAddr, SocketAddr)>,
-    ) -> Result<Option<u64>, IkeError> {
+    ) -> Result<Option<IkeSaId>, IkeError> {
         let conn = cfg.name.clone();
         let (local, remote) = match path {
             Some(p) => p,
@@ -1126,7 +1140,7 @@ impl Endpoint {
                 )
             }
         };
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         let group = cfg
             .ike_proposals
@@ -1152,7 +1166,17 @@ impl Endpoint {
             ni,
             next_req_id: 1,
             to_create: wanted.into(),
-            ..IkeSa::new(id, cfg, true, State::InitSent, spi_i, 0, local, remote, now)
+            ..IkeSa::new(
+                id,
+                cfg,
+                true,
+                State::InitSent,
+                spi_i,
+                IkeSpi(0),
+                local,
+                remote,
+                now,
+            )
         };
         self.send_init(&mut sa, now);
         self.sas.insert(spi_i, sa);
@@ -1171,7 +1195,7 @@ impl Endpoint {
         {
             return Err(IkeError::UnknownConnection(conn.to_string()));
         }
-        let mut spis: Vec<u64> = self
+        let mut spis: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| s.conn.name == conn)
@@ -1231,7 +1255,7 @@ impl Endpoint {
 
     /// Delete every IKE SA (daemon shutdown).
     pub fn shutdown(&mut self, now: Instant) {
-        let mut spis: Vec<u64> = self.sas.keys().copied().collect();
+        let mut spis: Vec<IkeSpi> = self.sas.keys().copied().collect();
         spis.sort_unstable();
         for spi in spis {
             self.terminate_spi(spi, now);
@@ -1240,7 +1264,7 @@ impl Endpoint {
 
     /// Run timers due at `now` (retransmissions, timeouts, rekeys, DPD).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
+        let due: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| s.deadline().is_some_and(|d| d <= now))
@@ -1291,8 +1315,8 @@ impl Endpoint {
                 remote: sa.remote.to_string(),
                 local_id: sa.conn.local_id.to_string(),
                 remote_id: sa.remote_id_str(),
-                spi_i: format!("{:016x}", sa.spi_i),
-                spi_r: format!("{:016x}", sa.spi_r),
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
                 encr: sa.suite.map(|s| s.encr.iana_name().to_string()),
                 integ: sa
                     .suite
@@ -1323,8 +1347,8 @@ impl Endpoint {
                         .to_string(),
                         mode: c.sa.mode,
                         protocol: "ESP".to_string(),
-                        spi_in: format!("{:08x}", c.sa.inbound.spi),
-                        spi_out: format!("{:08x}", c.sa.outbound.spi),
+                        spi_in: c.sa.inbound.spi,
+                        spi_out: c.sa.outbound.spi,
                         encr: c.sa.encr.iana_name().to_string(),
                         integ: c.sa.integ.map(|i| i.iana_name().to_string()),
                         esn: c.sa.esn,
@@ -1343,7 +1367,7 @@ impl Endpoint {
 
     /// Inbound ESP traffic was seen on the CHILD_SA with inbound SPI `spi_in`: proof of
     /// liveness that postpones DPD of its IKE SA.
-    pub fn note_child_activity(&mut self, spi_in: u32, now: Instant) {
+    pub fn note_child_activity(&mut self, spi_in: EspSpi, now: Instant) {
         if let Some(sa) = self
             .sas
             .values_mut()
@@ -1359,7 +1383,7 @@ impl Endpoint {
     /// without ESN, an outbound sequence number past 2^32 - [`SEQ_REKEY_MARGIN`] start a rekey
     /// (RFC 4303 3.3.3: the sequence number MUST NOT cycle); `life_bytes`/`life_packets` and
     /// [`SEQ_HARD_LIMIT`] delete the SA.
-    pub fn note_child_counters(&mut self, now: Instant, spi_in: u32, c: ChildCounters) {
+    pub fn note_child_counters(&mut self, now: Instant, spi_in: EspSpi, c: ChildCounters) {
         let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
@@ -1379,7 +1403,7 @@ impl Endpoint {
     /// SA's own address only follows an authenticated IKE message: a liveness check
     /// (empty INFORMATIONAL) is sent to `remote` right away, and its answer moves the IKE SA.
     /// Anything else (unknown SPI, no NAT, unchanged address) is ignored.
-    pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: u32, remote: SocketAddr) {
+    pub fn note_peer_endpoint(&mut self, now: Instant, spi_in: EspSpi, remote: SocketAddr) {
         let Some(mut sa) = self.take_sa_with_child(spi_in, false) else {
             return;
         };
@@ -1465,7 +1489,7 @@ impl Endpoint {
     }
 
     /// Rekey the CHILD_SA with inbound SPI `spi_in` now.
-    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+    pub fn rekey_child(&mut self, now: Instant, spi_in: EspSpi) -> Result<(), IkeError> {
         self.with_child(now, spi_in, |sa, i| {
             if let Some(c) = sa.children.get_mut(i) {
                 if c.state == ChildState::Installed {
@@ -1481,7 +1505,7 @@ impl Endpoint {
 
     /// Delete the CHILD_SA with inbound SPI `spi_in` (INFORMATIONAL Delete; removed when the
     /// peer answers, or with the IKE SA).
-    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), IkeError> {
+    pub fn delete_child(&mut self, now: Instant, spi_in: EspSpi) -> Result<(), IkeError> {
         self.with_child(now, spi_in, |sa, i| {
             if sa
                 .children
@@ -1498,7 +1522,7 @@ impl Endpoint {
 
     /// Remove and return the IKE SA that has the CHILD_SA with inbound SPI `spi_in`
     /// (only an established one if `established`); the caller hands it back via `finish`.
-    fn take_sa_with_child(&mut self, spi_in: u32, established: bool) -> Option<IkeSa> {
+    fn take_sa_with_child(&mut self, spi_in: EspSpi, established: bool) -> Option<IkeSa> {
         let spi = self
             .sas
             .iter()
@@ -1512,7 +1536,7 @@ impl Endpoint {
     fn with_child(
         &mut self,
         now: Instant,
-        spi_in: u32,
+        spi_in: EspSpi,
         f: impl FnOnce(&mut IkeSa, usize),
     ) -> Result<(), IkeError> {
         let mut sa = self
@@ -1553,23 +1577,23 @@ impl Endpoint {
             .saturating_add(Duration::from_secs(10))
     }
 
-    fn alloc_spi(&mut self) -> u64 {
+    fn alloc_spi(&mut self) -> IkeSpi {
         loop {
             let mut b = [0u8; 8];
             self.rng.fill(&mut b);
-            let spi = u64::from_be_bytes(b);
-            if spi != 0 && !self.sas.contains_key(&spi) {
+            let spi = IkeSpi(u64::from_be_bytes(b));
+            if spi != IkeSpi(0) && !self.sas.contains_key(&spi) {
                 return spi;
             }
         }
     }
 
     /// A fresh inbound ESP SPI (strongSwan style 0xc.......), unique among our CHILD_SAs.
-    fn alloc_child_spi(&mut self, current: &IkeSa) -> u32 {
+    fn alloc_child_spi(&mut self, current: &IkeSa) -> EspSpi {
         loop {
             let mut b = [0u8; 4];
             self.rng.fill(&mut b);
-            let spi = u32::from_be_bytes(b) | 0xc000_0000;
+            let spi = EspSpi(u32::from_be_bytes(b) | 0xc000_0000);
             let used = |sa: &IkeSa| sa.children.iter().any(|c| c.sa.inbound.spi == spi);
             if !used(current) && !self.sas.values().any(used) {
                 return spi;
@@ -1577,7 +1601,7 @@ impl Endpoint {
         }
     }
 
-    fn find_active(&self, conn: &str) -> Option<u64> {
+    fn find_active(&self, conn: &str) -> Option<IkeSpi> {
         let mut best: Option<&IkeSa> = None;
         for sa in self.sas.values() {
             if sa.conn.name != conn
@@ -1706,7 +1730,7 @@ impl Endpoint {
         });
     }
 
-    fn terminate_spi(&mut self, spi: u64, now: Instant) {
+    fn terminate_spi(&mut self, spi: IkeSpi, now: Instant) {
         let Some(mut sa) = self.sas.remove(&spi) else {
             return;
         };
@@ -1854,7 +1878,7 @@ impl Endpoint {
         &mut self,
         sa: &mut IkeSa,
         now: Instant,
-        spi: u32,
+        spi: EspSpi,
         group: Option<DhGroup>,
     ) -> bool {
         let Some(old) = sa
@@ -1959,7 +1983,7 @@ impl Endpoint {
 
     /// The reauthenticating IKE SA `new_id` is complete: delete the IKE SA `old_id` it
     /// replaces (its children are removed with it, after the new ones were installed).
-    fn reauth_done(&mut self, old_id: u64, new_id: u64, now: Instant) {
+    fn reauth_done(&mut self, old_id: IkeSaId, new_id: IkeSaId, now: Instant) {
         let Some(k) = self
             .sas
             .iter()
@@ -1987,7 +2011,7 @@ impl Endpoint {
     }
 
     /// The reauthenticating IKE SA for `old_id` failed: `old_id` stays, and tries again later.
-    fn reauth_failed(&mut self, old_id: u64, now: Instant) {
+    fn reauth_failed(&mut self, old_id: IkeSaId, now: Instant) {
         let delay = self.retry_delay().saturating_mul(5);
         if let Some(o) = self
             .sas
@@ -2202,8 +2226,8 @@ impl Endpoint {
             f |= flags::RESPONSE;
         }
         Header {
-            spi_i: sa.spi_i,
-            spi_r: sa.spi_r,
+            spi_i: sa.spi_i.get(),
+            spi_r: sa.spi_r.get(),
             next_payload: 0,
             version: IKE_VERSION,
             exchange: exch,
@@ -2451,12 +2475,12 @@ impl Endpoint {
             self.rng.fill(&mut f);
             f
         } else {
-            sk::nat_hash(sa.spi_i, 0, sa.local)
+            sk::nat_hash(sa.spi_i, IkeSpi(0), sa.local)
         };
         payloads.push(Payload::notify(nt::NAT_DETECTION_SOURCE_IP, src));
         payloads.push(Payload::notify(
             nt::NAT_DETECTION_DESTINATION_IP,
-            sk::nat_hash(sa.spi_i, 0, sa.remote),
+            sk::nat_hash(sa.spi_i, IkeSpi(0), sa.remote),
         ));
         if sa.conn.fragmentation {
             // RFC 7383 2.3
@@ -2635,7 +2659,7 @@ impl Endpoint {
         msg: &Message,
     ) {
         let h = &msg.header;
-        if let Some(spi) = self.init_index.get(&(remote, h.spi_i)) {
+        if let Some(spi) = self.init_index.get(&(remote, IkeSpi(h.spi_i))) {
             // Retransmitted IKE_SA_INIT: resend our cached response.
             if let Some(sa) = self.sas.get(spi) {
                 if let Some((0, resp)) = &sa.last_response {
@@ -2724,7 +2748,7 @@ impl Endpoint {
         });
         let Some((conn, num, suite)) = chosen else {
             let name = conns.first().map(|c| c.name.clone()).unwrap_or_default();
-            let id = self.next_id;
+            let id = IkeSaId(self.next_id);
             self.next_id += 1;
             limited!(now, INFO, "received proposals from {remote} unacceptable");
             info!("IKE_SA {name}[{id}] failed: NO_PROPOSAL_CHOSEN");
@@ -2761,7 +2785,7 @@ impl Endpoint {
         let spi_r = self.alloc_spi();
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
-        let spi_i = h.spi_i;
+        let spi_i = IkeSpi(h.spi_i);
         let k = ikev2::derive_ike_sa_keys(
             suite.prf,
             suite.encr,
@@ -2769,8 +2793,8 @@ impl Endpoint {
             ni,
             &nr,
             &g_ir,
-            spi_i,
-            spi_r,
+            spi_i.get(),
+            spi_r.get(),
         );
         let tx = Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar);
         let rx = Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai);
@@ -2784,12 +2808,12 @@ impl Endpoint {
         let natt = !src.is_empty() || !dst.is_empty();
         let (mut nat_local, mut nat_remote) = (false, false);
         if natt {
-            let hr = sk::nat_hash(spi_i, 0, remote);
-            let hl = sk::nat_hash(spi_i, 0, local);
+            let hr = sk::nat_hash(spi_i, IkeSpi(0), remote);
+            let hl = sk::nat_hash(spi_i, IkeSpi(0), local);
             nat_remote = !src.contains(&hr.as_slice());
             nat_local = !dst.contains(&hl.as_slice());
         }
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         let mut payloads = vec![
             Payload::Sa(vec![proposals::ike_suite_to_wire(num, &suite)]),
@@ -2827,8 +2851,8 @@ impl Endpoint {
             payloads.push(udp_pref_notify());
         }
         let rh = Header {
-            spi_i,
-            spi_r,
+            spi_i: spi_i.get(),
+            spi_r: spi_r.get(),
             next_payload: 0,
             version: IKE_VERSION,
             exchange: exchange::IKE_SA_INIT,
@@ -2980,7 +3004,7 @@ impl Endpoint {
             return Outcome::Close(CloseReason::Error("INVALID_KE_PAYLOAD".into()));
         };
         sa.pending = None;
-        sa.spi_r = msg.header.spi_r;
+        sa.spi_r = IkeSpi(msg.header.spi_r);
         sa.nr = nr.to_vec();
         sa.suite = Some(suite);
         sa.init_resp = data.to_vec();
@@ -2993,8 +3017,8 @@ impl Endpoint {
             &sa.ni,
             nr,
             &g_ir,
-            sa.spi_i,
-            sa.spi_r,
+            sa.spi_i.get(),
+            sa.spi_r.get(),
         );
         let tx = Cipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai);
         let rx = Cipher::new(suite.encr, suite.integ, &k.sk_er, &k.sk_ar);
@@ -3455,8 +3479,8 @@ impl Endpoint {
     /// (a simultaneous initiation by both peers is resolved by `resolve_duplicates`, with
     /// the peer's agreement; deleting ours here could make both sides delete a different
     /// one).
-    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<u64> {
-        let mut v: Vec<u64> = self
+    fn duplicates(&self, sa: &IkeSa, peer_id: &Identity) -> Vec<IkeSpi> {
+        let mut v: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, o)| {
@@ -3482,7 +3506,7 @@ impl Endpoint {
     /// holds at most two established IKE SAs. And at most one replaced IKE SA waits for the
     /// answer to its Delete: an older one (its peer is probably gone) is removed locally.
     fn replace_duplicates(&mut self, sa: &IkeSa, peer_id: &Identity, now: Instant) {
-        let mut gone: Vec<u64> = self
+        let mut gone: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, o)| {
@@ -3554,7 +3578,7 @@ impl Endpoint {
     /// it locally would leave the peer with CHILD_SAs we no longer have; duplicates are
     /// resolved by `resolve_duplicates` instead, with Delete exchanges.
     fn initial_contact(&mut self, sa: &IkeSa, peer_id: &Identity) {
-        let mut old: Vec<u64> = self
+        let mut old: Vec<IkeSpi> = self
             .sas
             .iter()
             .filter(|(_, s)| {
@@ -3830,9 +3854,9 @@ impl Endpoint {
             Payload::Notify(n) if n.ntype == nt::REKEY_SA => Some(n),
             _ => None,
         });
-        let mut old: Option<(u32, String, u32)> = None;
+        let mut old: Option<(EspSpi, String, u32)> = None;
         if let Some(n) = rekey_spi {
-            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes);
+            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(EspSpi::from_be_bytes);
             let found = spi
                 .ok()
                 .and_then(|spi| sa.children.iter().find(|c| c.sa.outbound.spi == spi));
@@ -4052,8 +4076,8 @@ impl Endpoint {
             &g_ir,
             ni,
             &nr,
-            peer_spi,
-            our_spi,
+            peer_spi.get(),
+            our_spi.get(),
         );
         let Some(new) = self.rekeyed_sa(sa, now, false, peer_spi, our_spi, suite, &k, ni, &nr)
         else {
@@ -4096,8 +4120,8 @@ impl Endpoint {
         old: &IkeSa,
         now: Instant,
         initiator: bool,
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         suite: IkeSuite,
         k: &ikev2::IkeSaKeys,
         ni: &[u8],
@@ -4118,7 +4142,7 @@ impl Endpoint {
             warn!("could not key rekeyed IKE SA transforms");
             return None;
         };
-        let id = self.next_id;
+        let id = IkeSaId(self.next_id);
         self.next_id += 1;
         Some(IkeSa {
             suite: Some(suite),
@@ -4226,7 +4250,7 @@ impl Endpoint {
     ) -> Outcome {
         let exch = exchange::INFORMATIONAL;
         let mut delete_ike = false;
-        let mut our_spis: Vec<u32> = Vec::new();
+        let mut our_spis: Vec<EspSpi> = Vec::new();
         for p in payloads {
             if let Payload::Delete(d) = p {
                 match d.protocol {
@@ -4236,7 +4260,7 @@ impl Endpoint {
                             let Ok(b) = <[u8; 4]>::try_from(s.as_slice()) else {
                                 continue;
                             };
-                            let spi = u32::from_be_bytes(b);
+                            let spi = EspSpi::from_be_bytes(b);
                             if let Some(i) =
                                 sa.children.iter().position(|c| c.sa.outbound.spi == spi)
                             {
@@ -4508,7 +4532,7 @@ impl Endpoint {
             }
         }
         let p = parts(payloads);
-        type Answer = (IkeSuite, u64, Vec<u8>, Zeroizing<Vec<u8>>);
+        type Answer = (IkeSuite, IkeSpi, Vec<u8>, Zeroizing<Vec<u8>>);
         let result = (|| -> Result<Answer, String> {
             if let Some(t) = first_error(payloads) {
                 return Err(notify_name(t));
@@ -4560,8 +4584,8 @@ impl Endpoint {
             &g_ir,
             &r.ni,
             &nr,
-            r.spi,
-            peer_spi,
+            r.spi.get(),
+            peer_spi.get(),
         );
         let Some(mut new) = self.rekeyed_sa(sa, now, true, r.spi, peer_spi, suite, &k, &r.ni, &nr)
         else {
@@ -4668,7 +4692,7 @@ impl Endpoint {
         payloads: &[Payload],
         ni: &[u8],
         nr: &[u8],
-    ) -> Option<u32> {
+    ) -> Option<EspSpi> {
         if let Some(t) = first_error(payloads) {
             self.child_failed(sa, &cp.name, reason_from_notify(t, true));
             return None;

@@ -23,7 +23,9 @@ pub use config::{
 };
 pub use cookie::{Limits, DEFAULT_MAX_CHILDREN_PER_IKE_SA};
 pub use endpoint::{ChildCounters, ChildSaInfo, IkeSaInfo, SEQ_HARD_LIMIT, SEQ_REKEY_MARGIN};
-pub use endpoint::{ChildSa, CloseReason, Endpoint, Event, IkeError, IkeStats, SaKeys, Transmit};
+pub use endpoint::{
+    ChildSa, CloseReason, Endpoint, Event, IkeError, IkeSaId, IkeStats, SaKeys, Transmit,
+};
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use fs_crypto::proposal::{EspProposal, IkeProposal};
 use fs_crypto::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use fs_wire::ike::{protocol_id, Proposal, Transform as WTransform};
 use fs_wire::ts::TrafficSelector;
+use fs_wire::{EspSpi, IkeSpi};
 
 /// A fully negotiated IKE SA algorithm suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +76,11 @@ pub(crate) fn ike_to_wire(num: u8, p: &IkeProposal) -> Proposal {
 
 /// Our IKE proposals for an IKE SA rekey (RFC 7296 1.3.2): with our new 8-byte SPI, the group of
 /// `group` (the KE we send) first so the responder prefers it.
-pub(crate) fn ike_rekey_to_wire(ours: &[IkeProposal], spi: u64, group: DhGroup) -> Vec<Proposal> {
+pub(crate) fn ike_rekey_to_wire(
+    ours: &[IkeProposal],
+    spi: IkeSpi,
+    group: DhGroup,
+) -> Vec<Proposal> {
     ours.iter()
         .enumerate()
         .map(|(i, p)| {
@@ -91,7 +96,7 @@ pub(crate) fn ike_rekey_to_wire(ours: &[IkeProposal], spi: u64, group: DhGroup) 
 }
 /// Our ESP proposal as a wire proposal with our inbound SPI. DH transforms are only included
 /// when `with_dh` (never in IKE_AUTH, RFC 7296 1.2).
-pub(crate) fn esp_to_wire(num: u8, p: &EspProposal, spi: u32, with_dh: bool) -> Proposal {
+pub(crate) fn esp_to_wire(num: u8, p: &EspProposal, spi: EspSpi, with_dh: bool) -> Proposal {
     let mut tr: Vec<WTransform> = p.encr.iter().map(|e| encr_t(*e)).collect();
     if !p.encr.iter().all(|e| e.is_aead()) {
         tr.extend(p.integ.iter().map(|x| t(tt::INTEG, x.transform_id())));
@@ -124,7 +129,7 @@ pub(crate) fn ike_suite_to_wire(num: u8, s: &IkeSuite) -> Proposal {
 }
 
 /// The selected ESP suite as the proposal of a response, with our inbound SPI.
-pub(crate) fn esp_suite_to_wire(num: u8, s: &EspSuite, spi: u32) -> Proposal {
+pub(crate) fn esp_suite_to_wire(num: u8, s: &EspSuite, spi: EspSpi) -> Proposal {
     let mut tr = vec![encr_t(s.encr)];
     if let Some(i) = s.integ {
         tr.push(t(tt::INTEG, i.transform_id()));
@@ -269,11 +274,11 @@ pub(crate) fn select_esp(
     ours: &[EspProposal],
     theirs: &[Proposal],
     negotiate_dh: bool,
-) -> Option<(u8, EspSuite, u32)> {
+) -> Option<(u8, EspSuite, EspSpi)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
             let s = match_esp(o, p, negotiate_dh)?;
-            let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
+            let spi = EspSpi::from_be_bytes(p.spi.as_slice().try_into().ok()?);
             Some((p.num, s, spi))
         })
     })
@@ -295,13 +300,13 @@ pub(crate) fn check_esp_response(
     ours: &[EspProposal],
     resp: &[Proposal],
     negotiate_dh: bool,
-) -> Option<(EspSuite, u32)> {
+) -> Option<(EspSuite, EspSpi)> {
     let [p] = resp else { return None };
     let o = decode(p);
     if o.counts.iter().any(|c| *c > 1) {
         return None;
     }
-    let spi = u32::from_be_bytes(p.spi.as_slice().try_into().ok()?);
+    let spi = EspSpi::from_be_bytes(p.spi.as_slice().try_into().ok()?);
     ours.iter()
         .find_map(|x| match_esp(x, p, negotiate_dh))
         .map(|s| (s, spi))
@@ -312,14 +317,14 @@ pub(crate) fn check_esp_response(
 pub(crate) fn select_ike_rekey(
     ours: &[IkeProposal],
     theirs: &[Proposal],
-) -> Option<(u8, IkeSuite, u64)> {
+) -> Option<(u8, IkeSuite, IkeSpi)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
             let spi = u64::from_be_bytes(p.spi.as_slice().try_into().ok()?);
             if spi == 0 {
                 return None;
             }
-            match_ike(o, p).map(|s| (p.num, s, spi))
+            match_ike(o, p).map(|s| (p.num, s, IkeSpi(spi)))
         })
     })
 }
@@ -328,10 +333,10 @@ pub(crate) fn select_ike_rekey(
 pub(crate) fn check_ike_rekey_response(
     ours: &[IkeProposal],
     resp: &[Proposal],
-) -> Option<(IkeSuite, u64)> {
+) -> Option<(IkeSuite, IkeSpi)> {
     let s = check_ike_response(ours, resp)?;
     let spi = u64::from_be_bytes(resp.first()?.spi.as_slice().try_into().ok()?);
-    (spi != 0).then_some((s, spi))
+    (spi != 0).then_some((s, IkeSpi(spi)))
 }
 
 /// All groups named in our ESP proposals (PFS groups), in order.

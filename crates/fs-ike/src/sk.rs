@@ -137,7 +137,11 @@ pub(crate) fn open_inner(
 }
 
 /// NAT detection hash: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 2.23).
-pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+pub(crate) fn nat_hash(
+    spi_i: fs_wire::IkeSpi,
+    spi_r: fs_wire::IkeSpi,
+    addr: SocketAddr,
+) -> Vec<u8> {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(&spi_i.to_be_bytes());
     ctx.update(&spi_r.to_be_bytes());

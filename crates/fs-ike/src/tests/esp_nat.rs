@@ -97,9 +97,11 @@ fn esp_rebinding_ignored_when_nat_rules_forbid() {
     assert_eq!(sim.a().ep.stats().peer_endpoint_changes, 0);
     // Unknown SPI, raw ESP (port 0), other family: ignored on B too.
     let spi_b = sim.b().children()[0].inbound.spi;
-    sim.b()
-        .ep
-        .note_peer_endpoint(now, spi_b ^ 1, "100.1.1.1:7777".parse().unwrap());
+    sim.b().ep.note_peer_endpoint(
+        now,
+        fs_wire::EspSpi(spi_b.0 ^ 1),
+        "100.1.1.1:7777".parse().unwrap(),
+    );
     sim.b()
         .ep
         .note_peer_endpoint(now, spi_b, "100.1.1.1:0".parse().unwrap());

@@ -155,7 +155,7 @@ fn ike_rekey(from: usize, seed: u64) {
     );
     assert_eq!(sa.id, before.id, "unique id kept across the rekey");
     assert_ne!(sa.spi_i, before.spi_i);
-    assert_eq!((sa.spi_i.clone(), sa.spi_r.clone()), (sb.spi_i, sb.spi_r));
+    assert_eq!((sa.spi_i, sa.spi_r), (sb.spi_i, sb.spi_r));
     assert_eq!(sa.initiator, from == 0);
     assert_eq!(sb.rekey_count, 1);
     assert_eq!(sa.state, "ESTABLISHED");
@@ -265,7 +265,7 @@ fn simultaneous_ike_rekey_collision() {
         sim.establish();
         let child = sim.a().children()[0].clone();
         let now = sim.now;
-        let before = sim.a().ep.status(now)[0].spi_i.clone();
+        let before = sim.a().ep.status(now)[0].spi_i;
         sim.a().ep.rekey(now, "s2s", None).unwrap();
         sim.b().ep.rekey(now, "s2s", None).unwrap();
         assert!(
@@ -457,7 +457,8 @@ fn lossy_network_lifecycle_300_seeds() {
         sim.jitter_ms = 50;
         let now = sim.now;
         sim.a().ep.initiate(now, "s2s", None).unwrap();
-        let mut installed_at: std::collections::HashMap<(usize, u32), Instant> = Default::default();
+        let mut installed_at: std::collections::HashMap<(usize, fs_wire::EspSpi), Instant> =
+            Default::default();
         let mut seen = [0usize; 2];
         for t in 1..=180u64 {
             sim.run_until(Duration::from_secs(t), |_| false);

@@ -257,9 +257,18 @@ fn request_new_child(sim: &mut Sim, i: u32) -> Vec<fs_wire::ike::Payload> {
 }
 
 /// ... or for a rekey of the CHILD_SA whose inbound SPI at A is `rekey`.
-fn request_child(sim: &mut Sim, i: u32, rekey: Option<u32>) -> Vec<fs_wire::ike::Payload> {
+fn request_child(
+    sim: &mut Sim,
+    i: u32,
+    rekey: Option<fs_wire::EspSpi>,
+) -> Vec<fs_wire::ike::Payload> {
     use fs_wire::ike::{exchange, protocol_id, Notify, Payload};
-    let prop = crate::proposals::esp_to_wire(1, &esp("aes256gcm16"), 0x5000_0000 | i, false);
+    let prop = crate::proposals::esp_to_wire(
+        1,
+        &esp("aes256gcm16"),
+        fs_wire::EspSpi(0x5000_0000 | i),
+        false,
+    );
     let rekey = rekey.map(|spi| {
         Payload::Notify(Notify {
             protocol: protocol_id::ESP,
@@ -366,7 +375,7 @@ fn child_sa_cap_bounds_rekeys_never_deleted() {
             _ => None,
         });
         if notify.is_none() {
-            rekeyed = 0x5000_0000 | i;
+            rekeyed = fs_wire::EspSpi(0x5000_0000 | i);
         }
         kinds.push(notify);
     }

@@ -8,7 +8,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// Once the first CHILD_SA of each child name was installed, every child name always has at
 /// least one installed CHILD_SA (traffic keys never absent), judged from the events.
 fn never_absent(n: &Node) -> Result<(), String> {
-    let mut live: Vec<(u64, String, u32)> = Vec::new();
+    let mut live: Vec<(crate::IkeSaId, String, fs_wire::EspSpi)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     for (i, e) in n.events.iter().enumerate() {
         match e {
@@ -31,7 +31,7 @@ fn never_absent(n: &Node) -> Result<(), String> {
     Ok(())
 }
 
-fn ike_ids(n: &Node) -> Vec<u64> {
+fn ike_ids(n: &Node) -> Vec<crate::IkeSaId> {
     n.events
         .iter()
         .filter_map(|e| match e {
@@ -89,10 +89,7 @@ fn reauth(from: usize, two_children: bool, seed: u64) {
     assert!(elapsed >= Duration::from_secs(54), "{elapsed:?}");
     let now = sim.now;
     let (sa, sb) = (sim.nodes[0].ep.status(now), sim.nodes[1].ep.status(now));
-    assert_eq!(
-        (sa[0].spi_i.clone(), sa[0].spi_r.clone()),
-        (sb[0].spi_i.clone(), sb[0].spi_r.clone())
-    );
+    assert_eq!((sa[0].spi_i, sa[0].spi_r), (sb[0].spi_i, sb[0].spi_r));
     assert_ne!(sa[0].spi_r, old_sa.spi_r);
     assert_eq!(sa[0].rekey_count, 0);
     // The reauthenticating side is the initiator of the new IKE SA.
@@ -132,7 +129,7 @@ fn reauth(from: usize, two_children: bool, seed: u64) {
         .iter()
         .any(|p| matches!(p, Payload::Notify(x) if x.ntype == nt::INITIAL_CONTACT)));
     // And again one period later.
-    let id1 = sim.nodes[0].ep.status(sim.now)[0].spi_i.clone();
+    let id1 = sim.nodes[0].ep.status(sim.now)[0].spi_i;
     assert!(sim.run_until(Duration::from_secs(135), |s| {
         settled(s, n) && s.nodes[0].ep.status(s.now)[0].spi_i != id1
     }));
