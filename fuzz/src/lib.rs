@@ -282,9 +282,7 @@ pub mod targets {
             encr,
             integ,
             encr_key: vec![0x11; encr.key_len()].into(),
-            integ_key: integ
-                .map_or(Vec::new(), |i| vec![0x22; i.key_len()])
-                .into(),
+            integ_key: integ.map_or(Vec::new(), |i| vec![0x22; i.key_len()]).into(),
             mode: if sel & 4 == 0 {
                 Mode::Tunnel
             } else {
